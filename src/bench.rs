@@ -1,0 +1,198 @@
+//! The benchmark behind `chartrl bench`: the cost of one GRPO step's rollout and update on a
+//! preset model, measured as medians after a warm-up. Returns figures; the CLI prints them.
+
+use std::time::Instant;
+
+use candle_core::{Device, Tensor};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+
+use crate::data::{tokenizer_corpus, Generator, PromptTemplate, Split};
+use crate::model::{ChatTokenizer, ModelError, Policy, Preset, SamplingParams};
+use crate::train::{backward_pieces, clip_factor, global_norm, AdamW, AdamWConfig};
+
+/// The workload: `prompts` groups of `completions` samples each, prompts of `prompt_tokens`,
+/// `new_tokens` generated per completion (end-of-text ignored so every run does the same work).
+#[derive(Debug, Clone, Serialize)]
+pub struct Workload {
+    pub prompts: usize,
+    pub completions: usize,
+    pub prompt_tokens: usize,
+    pub new_tokens: usize,
+    pub warmup: usize,
+    pub reps: usize,
+}
+
+impl Default for Workload {
+    fn default() -> Self {
+        Self {
+            prompts: 2,
+            completions: 4,
+            prompt_tokens: 200,
+            new_tokens: 64,
+            warmup: 1,
+            reps: 5,
+        }
+    }
+}
+
+/// One measured figure, printed as a JSON line.
+#[derive(Debug, Clone, Serialize)]
+pub struct Figure {
+    pub figure: &'static str,
+    pub preset: String,
+    pub parameters: usize,
+    /// Median seconds of one repetition (all prompts).
+    pub seconds: f64,
+    pub seconds_min: f64,
+    pub seconds_max: f64,
+    /// Generated tokens per second (rollout only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub new_tokens_per_s: Option<f64>,
+    /// Worker threads over groups (`CHARTRL_THREADS`).
+    pub threads: usize,
+    /// Threads inside each candle kernel (`RAYON_NUM_THREADS`).
+    pub kernel_threads: usize,
+    pub peak_rss_mb: f64,
+    pub workload: Workload,
+}
+
+/// Runs both figures (`rollout`, then `train_step`) on a freshly initialised preset model.
+/// `rollout_only` skips the training step (for profiling sampling alone).
+pub fn run(
+    preset_name: &str,
+    workload: &Workload,
+    device: &Device,
+    rollout_only: bool,
+) -> Result<Vec<Figure>, ModelError> {
+    let preset = Preset::load(preset_name)?;
+    let tokenizer = ChatTokenizer::train(tokenizer_corpus(300, 0), preset.vocab_size)?;
+    let policy = Policy::create(&preset, tokenizer, 0, device)?;
+    let prompts = bench_prompts(&policy, workload)?;
+    let params = SamplingParams {
+        temperature: 1.0,
+        top_p: 1.0,
+        max_new_tokens: workload.new_tokens,
+        stop_at_eos: false,
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    let mut groups = Vec::new();
+    let rollout = time_reps(workload, || {
+        groups = policy.sample_groups(&prompts, workload.completions, &params, &mut rng)?;
+        Ok(())
+    })?;
+    let new_tokens = (workload.prompts * workload.completions * workload.new_tokens) as f64;
+    let completions: Vec<Vec<Vec<u32>>> = groups
+        .iter()
+        .map(|g| g.iter().map(|c| c.tokens.clone()).collect())
+        .collect();
+    let tps = new_tokens / median(&rollout);
+    let figure = |name, times: Vec<f64>, tps| Figure {
+        figure: name,
+        preset: preset_name.to_string(),
+        parameters: policy.params.num_parameters(),
+        seconds: median(&times),
+        seconds_min: times.iter().copied().fold(f64::INFINITY, f64::min),
+        seconds_max: times.iter().copied().fold(0.0, f64::max),
+        new_tokens_per_s: tps,
+        threads: crate::parallel::worker_threads(),
+        kernel_threads: candle_core::utils::get_num_threads(),
+        peak_rss_mb: peak_rss_mb(),
+        workload: workload.clone(),
+    };
+    let mut figures = vec![figure("rollout", rollout, Some(tps))];
+    if !rollout_only {
+        let mut opt = AdamW::new(AdamWConfig::default());
+        let train = time_reps(workload, || {
+            train_step(&policy, &prompts, &completions, &mut opt)
+        })?;
+        figures.push(figure("train_step", train, None));
+    }
+    Ok(figures)
+}
+
+/// A policy-gradient step over the sampled groups: forward with gradients, a REINFORCE loss
+/// with alternating +1/-1 advantages normalised by the step's token count, backward (groups
+/// in parallel), clipping and AdamW.
+fn train_step(
+    policy: &Policy,
+    prompts: &[Vec<u32>],
+    groups: &[Vec<Vec<u32>>],
+    opt: &mut AdamW,
+) -> Result<(), ModelError> {
+    let tokens: usize = groups.iter().flatten().map(Vec::len).sum();
+    let (grads, _) = backward_pieces(&policy.params, prompts.len(), |i| {
+        let out = policy
+            .group_logprobs(&prompts[i], &groups[i], true)
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+        let g = groups[i].len();
+        let adv: Vec<f32> = (0..g)
+            .map(|j| if j % 2 == 0 { 1.0 } else { -1.0 })
+            .collect();
+        let adv = Tensor::from_vec(adv, (g, 1), policy.device())?;
+        let weighted = (out.logp * &out.mask)?.broadcast_mul(&adv)?.sum_all()?;
+        Ok(((weighted.neg()? / tokens.max(1) as f64)?, ()))
+    })?;
+    let factor = clip_factor(global_norm(&grads)?, 1.0);
+    opt.step(&policy.params, &grads, 1e-5, factor)?;
+    Ok(())
+}
+
+/// `prompts` prompts of exactly `prompt_tokens` tokens, cut from rendered synthetic samples.
+fn bench_prompts(policy: &Policy, w: &Workload) -> Result<Vec<Vec<u32>>, ModelError> {
+    let template = PromptTemplate::default();
+    let gen = Generator::new(Split::Test, 0);
+    let mut out = Vec::new();
+    let mut i = 0;
+    for _ in 0..w.prompts {
+        let mut ids = Vec::new();
+        while ids.len() < w.prompt_tokens {
+            ids.extend(policy.tokenizer.encode(&template.render(&gen.sample(i)))?);
+            i += 1;
+        }
+        ids.truncate(w.prompt_tokens);
+        out.push(ids);
+    }
+    Ok(out)
+}
+
+fn time_reps<F>(w: &Workload, mut f: F) -> Result<Vec<f64>, ModelError>
+where
+    F: FnMut() -> Result<(), ModelError>,
+{
+    for _ in 0..w.warmup {
+        f()?;
+    }
+    let mut times = Vec::with_capacity(w.reps);
+    for _ in 0..w.reps.max(1) {
+        let start = Instant::now();
+        f()?;
+        times.push(start.elapsed().as_secs_f64());
+    }
+    Ok(times)
+}
+
+fn median(xs: &[f64]) -> f64 {
+    let mut v = xs.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// Peak resident set size of this process (Linux `VmHWM`), 0 where unknown.
+pub fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}

@@ -1,0 +1,143 @@
+//! The command-line layer: argument parsing (clap), logging setup, progress display and exit
+//! codes. The only place that knows clap and indicatif.
+
+mod bench_cmd;
+mod model_cmd;
+mod sample_cmd;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Reinforcement learning for language models that reason about charts.
+#[derive(Parser, Debug)]
+#[command(name = "chartrl", version, about, long_about = None)]
+pub struct Cli {
+    /// More log output on stderr (-v info, -vv debug, -vvv trace). RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Create, inspect and query models (Hugging Face Qwen2 directories)
+    #[command(subcommand)]
+    Model(model_cmd::ModelCommand),
+    /// Sample completions of a prompt (by default a synthetic test question) from a model
+    ///
+    /// Example: chartrl sample --model models/tiny --index 7 -n 4
+    Sample(sample_cmd::SampleArgs),
+    /// Measure rollout tokens/s and training-step time; prints one JSON object per line
+    ///
+    /// The workload is one GRPO step: 2 prompts x 4 completions, 200-token prompts, 64 new
+    /// tokens; the training step is forward, backward and AdamW over those 8 sequences.
+    /// Threads: CHARTRL_THREADS workers (default: all cores), RAYON_NUM_THREADS per kernel
+    /// (default 1).
+    ///
+    /// Example: chartrl bench --preset tiny
+    Bench(bench_cmd::BenchArgs),
+}
+
+/// Parses the command line, runs the command, and returns the process exit code:
+/// 0 on success, 1 on a user error (bad input, missing file), 2 on an internal error.
+pub fn main() -> i32 {
+    single_threaded_kernels();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { 1 } else { 0 };
+            let _ = e.print();
+            return code;
+        }
+    };
+    init_tracing(cli.verbose);
+    let result = match cli.command {
+        Command::Model(cmd) => model_cmd::run(cmd),
+        Command::Sample(args) => sample_cmd::run(args),
+        Command::Bench(args) => bench_cmd::run(args),
+    };
+    match result {
+        Ok(()) => 0,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            exit_code(&err)
+        }
+    }
+}
+
+/// Internal errors (tensor kernels, a broken invariant) exit 2; everything else is the user's
+/// input and exits 1.
+fn exit_code(err: &anyhow::Error) -> i32 {
+    let internal = err.chain().any(|e| {
+        e.downcast_ref::<candle_core::Error>().is_some()
+            || matches!(
+                e.downcast_ref::<chartrl_model::ModelError>(),
+                Some(chartrl_model::ModelError::Candle(_))
+            )
+    });
+    if internal {
+        2
+    } else {
+        1
+    }
+}
+
+use crate::model as chartrl_model;
+
+/// Runs candle's kernels on one thread unless the user set `RAYON_NUM_THREADS`: chartrl
+/// parallelises over groups instead (see `parallel`). Called first thing in `main`, before any
+/// thread exists, which is what makes setting the variable sound.
+fn single_threaded_kernels() {
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        std::env::set_var("RAYON_NUM_THREADS", "1");
+    }
+}
+
+fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// The compute device: CPU unless `--device cuda[:N]` and the `cuda` feature.
+fn device(spec: &str) -> anyhow::Result<candle_core::Device> {
+    match spec {
+        "cpu" => Ok(candle_core::Device::Cpu),
+        s if s == "cuda" || s.starts_with("cuda:") => {
+            let ordinal = s
+                .strip_prefix("cuda:")
+                .map(str::parse)
+                .transpose()
+                .map_err(|_| anyhow::anyhow!("bad device `{s}` (use cpu, cuda or cuda:N)"))?
+                .unwrap_or(0);
+            if !candle_core::utils::cuda_is_available() {
+                anyhow::bail!("device `{s}`: this chartrl was built without the `cuda` feature");
+            }
+            Ok(candle_core::Device::new_cuda(ordinal)?)
+        }
+        other => anyhow::bail!("unknown device `{other}` (use cpu, cuda or cuda:N)"),
+    }
+}
+
+/// A model directory argument that must exist.
+fn model_dir(path: &PathBuf) -> anyhow::Result<&PathBuf> {
+    if !path.is_dir() {
+        anyhow::bail!(
+            "{}: no such model directory (create one with `chartrl model init --preset tiny --out {}`)",
+            path.display(),
+            path.display()
+        );
+    }
+    Ok(path)
+}

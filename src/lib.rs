@@ -1,0 +1,10 @@
+//! chartrl: reinforcement learning for small language models that answer questions about charts.
+//!
+//! The library holds everything; the `chartrl` binary is a thin command-line layer over it.
+
+pub mod bench;
+pub mod cli;
+pub mod data;
+pub mod model;
+pub mod parallel;
+pub mod train;

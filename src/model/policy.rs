@@ -1,0 +1,492 @@
+//! `Policy`: a model directory in memory (config, tokenizer, parameters) and what RL asks of
+//! it: log-probabilities of completions (with gradients) and groups of sampled completions.
+
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::config::{Preset, Qwen2Config};
+use super::kv_cache::KvCache;
+use super::ops::OpPath;
+use super::qwen2::{gather_logprobs, Attend, Qwen2, Rope, Rows};
+use super::sampling::{sample_token, Completion, SamplingParams};
+use super::{init, ChatTokenizer, ModelError, Params, Result};
+use crate::parallel::{map_chunks, worker_threads};
+
+/// A language model ready to sample and train.
+pub struct Policy {
+    pub config: Qwen2Config,
+    pub tokenizer: ChatTokenizer,
+    pub params: Params,
+    rope: Rope,
+    device: Device,
+}
+
+/// Per-token log-probs of several scored spans, right-padded to `(rows, longest span)`.
+pub struct SeqLogprobs {
+    /// `log pi(token | prefix)` (f32, or f64 for an f64 model); tracked by autograd when
+    /// computed for training.
+    pub logp: Tensor,
+    /// 1.0 on real tokens, 0.0 on padding.
+    pub mask: Tensor,
+    /// Entropy of each position's distribution (detached).
+    pub entropy: Tensor,
+}
+
+/// The same for one prompt's group of completions.
+pub type GroupLogprobs = SeqLogprobs;
+
+/// The dtype a device computes in by default: f32 on CPU, bf16 on CUDA.
+pub fn default_dtype(device: &Device) -> DType {
+    if device.is_cuda() {
+        DType::BF16
+    } else {
+        DType::F32
+    }
+}
+
+impl Policy {
+    pub fn new(
+        config: Qwen2Config,
+        tokenizer: ChatTokenizer,
+        params: Params,
+        device: &Device,
+    ) -> Result<Self> {
+        let rope = Rope::new(&config, params.dtype(), device)?;
+        Ok(Self {
+            config,
+            tokenizer,
+            params,
+            rope,
+            device: device.clone(),
+        })
+    }
+
+    /// A new model of a preset's architecture with seeded random weights.
+    pub fn create(
+        preset: &Preset,
+        tokenizer: ChatTokenizer,
+        seed: u64,
+        device: &Device,
+    ) -> Result<Self> {
+        if tokenizer.vocab_size() > preset.vocab_size {
+            return Err(ModelError::Invalid(format!(
+                "tokenizer has {} tokens, more than the preset's vocab_size {}",
+                tokenizer.vocab_size(),
+                preset.vocab_size
+            )));
+        }
+        let config = preset.to_config(tokenizer.eos_id());
+        let params = init::init_params(&config, preset.initializer_range, seed, device)?
+            .to_dtype(default_dtype(device))?;
+        Self::new(config, tokenizer, params, device)
+    }
+
+    /// Loads a Hugging Face model directory (`config.json`, safetensors, `tokenizer.json`).
+    pub fn load(dir: &Path, device: &Device, dtype: DType) -> Result<Self> {
+        let cfg_path = dir.join("config.json");
+        if !cfg_path.is_file() {
+            return Err(ModelError::NotAModelDir(dir.to_path_buf()));
+        }
+        let config = Qwen2Config::from_file(&cfg_path)?;
+        let eos = config.eos_token_id.as_ref().map(|e| e.to_vec());
+        let tokenizer = ChatTokenizer::load(&dir.join("tokenizer.json"), eos)?;
+        let params = Params::load_dir(dir, &config, dtype, device)?;
+        Self::new(config, tokenizer, params, device)
+    }
+
+    /// Writes `config.json`, `model.safetensors` and `tokenizer.json`: a directory Hugging Face
+    /// `transformers` loads with `AutoModelForCausalLM.from_pretrained`.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
+        let dtype = self.params.dtype();
+        let torch_dtype = match dtype {
+            DType::BF16 => "bfloat16",
+            DType::F16 => "float16",
+            _ => "float32",
+        };
+        let cfg = dir.join("config.json");
+        let json = serde_json::to_string_pretty(&self.config.to_hf_json(torch_dtype))
+            .map_err(|e| ModelError::json(&cfg, e))?;
+        std::fs::write(&cfg, json).map_err(|e| ModelError::io(&cfg, e))?;
+        self.tokenizer.save(&dir.join("tokenizer.json"))?;
+        self.params.save(&dir.join("model.safetensors"), dtype)
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The network over the current weights: differentiable and tracked for training, fused and
+    /// detached (no autograd graph) for sampling.
+    pub fn network(&self, train: bool) -> Result<Qwen2> {
+        let path = if train {
+            OpPath::Differentiable
+        } else {
+            OpPath::Fused
+        };
+        Ok(Qwen2::new(
+            &self.config,
+            &self.params,
+            &self.rope,
+            path,
+            train,
+        )?)
+    }
+
+    fn check_len(&self, len: usize) -> Result<()> {
+        if len > self.config.max_position_embeddings {
+            return Err(ModelError::TooLong {
+                len,
+                max: self.config.max_position_embeddings,
+            });
+        }
+        Ok(())
+    }
+
+    /// Log-probs of `seqs[i][score_from[i]..]` given the tokens before, for rows of any
+    /// lengths in one batch (right padding; causal attention keeps padding out of real rows).
+    pub fn sequence_logprobs(
+        &self,
+        seqs: &[Vec<u32>],
+        score_from: &[usize],
+        train: bool,
+    ) -> Result<SeqLogprobs> {
+        if seqs.is_empty() || seqs.len() != score_from.len() {
+            return Err(ModelError::Invalid(
+                "sequence_logprobs needs one start per row".into(),
+            ));
+        }
+        for (s, &from) in seqs.iter().zip(score_from) {
+            if from == 0 || from > s.len() {
+                return Err(ModelError::Invalid(format!(
+                    "score_from {from} outside 1..={} (the first token has no context)",
+                    s.len()
+                )));
+            }
+        }
+        let t = seqs.iter().map(Vec::len).max().unwrap_or(0);
+        self.check_len(t)?;
+        let l = seqs
+            .iter()
+            .zip(score_from)
+            .map(|(s, &f)| s.len() - f)
+            .max()
+            .unwrap_or(0)
+            .max(1);
+        let b = seqs.len();
+        let pad = self.tokenizer.pad_id();
+        let mut ids = vec![pad; b * t];
+        let mut next = vec![pad; b * t];
+        let mut pos = vec![0u32; b * l];
+        let mut mask = vec![0f32; b * l];
+        for (i, s) in seqs.iter().enumerate() {
+            ids[i * t..i * t + s.len()].copy_from_slice(s);
+            next[i * t..i * t + s.len() - 1].copy_from_slice(&s[1..]);
+            for j in 0..l {
+                let p = score_from[i] - 1 + j;
+                if p + 1 < s.len() {
+                    pos[i * l + j] = p as u32;
+                    mask[i * l + j] = 1.0;
+                }
+            }
+        }
+        let dev = &self.device;
+        let net = self.network(train)?;
+        let ids = Tensor::from_vec(ids, (b, t), dev)?;
+        let (hidden, _) = net.forward(&ids, Attend::Causal)?;
+        let logits = net.logits(&hidden)?;
+        let (lp, ent) = gather_logprobs(&logits, &Tensor::from_vec(next, (b, t), dev)?)?;
+        let pos = Tensor::from_vec(pos, (b, l), dev)?;
+        Ok(SeqLogprobs {
+            logp: lp.gather(&pos, 1)?,
+            mask: Tensor::from_vec(mask, (b, l), dev)?,
+            entropy: ent.gather(&pos, 1)?,
+        })
+    }
+
+    /// Log-probs of a group of completions of one prompt. The prompt is run once and its keys
+    /// and values shared by every completion (exact: causal attention never lets the prompt see
+    /// the completions), which makes the training forward several times cheaper than running
+    /// `G` copies of the prompt.
+    pub fn group_logprobs(
+        &self,
+        prompt: &[u32],
+        completions: &[Vec<u32>],
+        train: bool,
+    ) -> Result<GroupLogprobs> {
+        let g = completions.len();
+        let l = completions.iter().map(Vec::len).max().unwrap_or(0);
+        if prompt.is_empty() || g == 0 || l == 0 {
+            return Err(ModelError::Invalid(
+                "group_logprobs needs a prompt and at least one non-empty completion".into(),
+            ));
+        }
+        self.check_len(prompt.len() + l)?;
+        let dev = &self.device;
+        let pad = self.tokenizer.pad_id();
+        let net = self.network(train)?;
+        let p = prompt.len();
+        let prompt_ids = Tensor::from_slice(prompt, (1, p), dev)?;
+        let (h_prompt, prompt_kv) = net.forward(&prompt_ids, Attend::Causal)?;
+        let h_last = h_prompt
+            .narrow(1, p - 1, 1)?
+            .broadcast_as((g, 1, self.config.hidden_size))?;
+        let mut targets = vec![pad; g * l];
+        let mut mask = vec![0f32; g * l];
+        for (i, c) in completions.iter().enumerate() {
+            targets[i * l..i * l + c.len()].copy_from_slice(c);
+            mask[i * l..i * l + c.len()]
+                .iter_mut()
+                .for_each(|m| *m = 1.0);
+        }
+        let hidden = if l > 1 {
+            // Completion tokens 0..l-1 are inputs; the last token is only ever a target.
+            let inputs: Vec<u32> = (0..g)
+                .flat_map(|i| targets[i * l..i * l + l - 1].iter().copied())
+                .collect();
+            let inputs = Tensor::from_vec(inputs, (g, l - 1), dev)?;
+            let (h, _) = net.forward(&inputs, Attend::Prefix(&prompt_kv))?;
+            Tensor::cat(&[&h_last.contiguous()?, &h], 1)?
+        } else {
+            h_last.contiguous()?
+        };
+        let logits = net.logits(&hidden)?;
+        let (logp, entropy) = gather_logprobs(&logits, &Tensor::from_vec(targets, (g, l), dev)?)?;
+        Ok(GroupLogprobs {
+            logp,
+            mask: Tensor::from_vec(mask, (g, l), dev)?,
+            entropy,
+        })
+    }
+
+    /// Log-prob of every token of `ids` given the ones before it (`None` for the first).
+    pub fn token_logprobs(&self, ids: &[u32]) -> Result<Vec<Option<f32>>> {
+        if ids.len() < 2 {
+            return Ok(ids.iter().map(|_| None).collect());
+        }
+        let out = self.sequence_logprobs(&[ids.to_vec()], &[1], false)?;
+        let lp: Vec<f32> = out.logp.squeeze(0)?.to_vec1()?;
+        Ok(std::iter::once(None)
+            .chain(lp.into_iter().map(Some))
+            .collect())
+    }
+
+    /// Samples `n` completions of `prompt` (see [`Policy::sample_groups`]).
+    pub fn sample_group<R: Rng>(
+        &self,
+        prompt: &[u32],
+        n: usize,
+        params: &SamplingParams,
+        rng: &mut R,
+    ) -> Result<Vec<Completion>> {
+        let mut groups = self.sample_groups(&[prompt.to_vec()], n, params, rng)?;
+        Ok(groups.pop().unwrap_or_default())
+    }
+
+    /// Samples `n` completions of each prompt.
+    ///
+    /// Each group gets its own RNG, seeded in order from `rng`, so the result depends on the
+    /// `rng` state alone and not on how the work is split. Groups are spread over
+    /// [`worker_threads`] threads; within a worker they decode together as one batch
+    /// (see `sample_batch`). No autograd graph is built.
+    pub fn sample_groups<R: Rng>(
+        &self,
+        prompts: &[Vec<u32>],
+        n: usize,
+        params: &SamplingParams,
+        rng: &mut R,
+    ) -> Result<Vec<Vec<Completion>>> {
+        if prompts.is_empty() || prompts.iter().any(Vec::is_empty) || n == 0 {
+            return Err(ModelError::Invalid(
+                "sampling needs non-empty prompts and n >= 1".into(),
+            ));
+        }
+        let seeds: Vec<u64> = prompts.iter().map(|_| rng.random()).collect();
+        let workers = worker_threads().min(prompts.len()).max(1);
+        let chunk = prompts.len().div_ceil(workers);
+        let shards: Vec<(&[Vec<u32>], &[u64])> =
+            prompts.chunks(chunk).zip(seeds.chunks(chunk)).collect();
+        let results = map_chunks(
+            &shards,
+            |_, (p, s)| self.sample_batch(p, s, n, params),
+            || ModelError::Invalid("a sampling thread panicked".into()),
+        );
+        let mut out = Vec::with_capacity(prompts.len());
+        for r in results {
+            out.extend(r?);
+        }
+        Ok(out)
+    }
+
+    /// Samples `n` completions of each prompt with all groups decoding together.
+    ///
+    /// Each prompt is prefilled once (batch 1, its own length); its keys and values are copied
+    /// into the `n` rows of its group in one shared cache, left-padded to the longest prompt.
+    /// Every decode step then runs all `prompts x n` rows as one batch, each row at its own
+    /// RoPE position with the padding masked out.
+    fn sample_batch(
+        &self,
+        prompts: &[Vec<u32>],
+        seeds: &[u64],
+        n: usize,
+        params: &SamplingParams,
+    ) -> Result<Vec<Vec<Completion>>> {
+        let mut rngs: Vec<ChaCha8Rng> = seeds
+            .iter()
+            .map(|&s| ChaCha8Rng::seed_from_u64(s))
+            .collect();
+        let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
+        self.check_len(cache_capacity(longest, params))?;
+        let net = self.network(false)?;
+        let rows = prompts.len() * n;
+        let capacity = cache_capacity(longest, params);
+        let (mut cache, first_logits) = self.prefill(&net, prompts, n, capacity)?;
+        let dev = &self.device;
+        let key_mask = left_pad_mask(prompts, n, capacity, self.params.dtype(), dev)?;
+        let mut logits: Vec<Vec<f32>> = first_logits
+            .into_iter()
+            .flat_map(|l| std::iter::repeat_n(l, n))
+            .collect();
+        let mut out: Vec<Completion> = (0..rows)
+            .map(|_| Completion {
+                tokens: Vec::with_capacity(params.max_new_tokens),
+                text: String::new(),
+                logprobs: Vec::with_capacity(params.max_new_tokens),
+                finished: false,
+            })
+            .collect();
+        let pad = self.tokenizer.pad_id();
+        for step in 0..params.max_new_tokens {
+            let mut inputs = Vec::with_capacity(rows);
+            for (r, (row, lg)) in out.iter_mut().zip(&logits).enumerate() {
+                if row.finished {
+                    inputs.push(pad);
+                    continue;
+                }
+                let (tok, lp) = sample_token(lg, params, &mut rngs[r / n]);
+                row.tokens.push(tok);
+                row.logprobs.push(lp);
+                row.finished = params.stop_at_eos && self.tokenizer.is_eos(tok);
+                inputs.push(tok);
+            }
+            if step + 1 == params.max_new_tokens || out.iter().all(|r| r.finished) {
+                break;
+            }
+            let positions: Vec<u32> = (0..rows)
+                .map(|r| (prompts[r / n].len() + step) as u32)
+                .collect();
+            let step_rows = Rows {
+                positions: Tensor::from_vec(positions, (rows, 1), dev)?,
+                key_mask: key_mask.clone(),
+            };
+            let ids = Tensor::from_vec(inputs, (rows, 1), dev)?;
+            let (h, _) = net.forward_rows(&ids, Attend::Cache(&mut cache), Some(&step_rows))?;
+            logits = net
+                .logits(&h)?
+                .squeeze(1)?
+                .to_dtype(DType::F32)?
+                .to_vec2()?;
+        }
+        for row in &mut out {
+            let body = match row.tokens.last() {
+                Some(&t) if row.finished && self.tokenizer.is_eos(t) => {
+                    &row.tokens[..row.tokens.len() - 1]
+                }
+                _ => &row.tokens[..],
+            };
+            row.text = self.tokenizer.decode(body)?;
+        }
+        let mut groups = Vec::with_capacity(prompts.len());
+        let mut it = out.into_iter();
+        for _ in prompts {
+            groups.push(it.by_ref().take(n).collect());
+        }
+        Ok(groups)
+    }
+
+    /// Runs each prompt once and lays its keys and values into `n` rows of a shared cache,
+    /// right-aligned at slot `longest` (left padding). Returns the cache and each prompt's
+    /// next-token logits.
+    fn prefill(
+        &self,
+        net: &Qwen2,
+        prompts: &[Vec<u32>],
+        n: usize,
+        capacity: usize,
+    ) -> Result<(KvCache, Vec<Vec<f32>>)> {
+        let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
+        let layers = self.config.num_hidden_layers;
+        let mut per_layer: Vec<(Vec<Tensor>, Vec<Tensor>)> = vec![(Vec::new(), Vec::new()); layers];
+        let mut first = Vec::with_capacity(prompts.len());
+        for prompt in prompts {
+            let ids = Tensor::from_slice(prompt, (1, prompt.len()), &self.device)?;
+            let (h, kv) = net.forward(&ids, Attend::Causal)?;
+            let last = net.logits(&h.narrow(1, prompt.len() - 1, 1)?)?;
+            first.push(last.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?);
+            let left = longest - prompt.len();
+            let right = capacity - longest;
+            for (l, layer_kv) in kv.into_iter().enumerate() {
+                per_layer[l]
+                    .0
+                    .push(place_rows(&layer_kv.k, n, left, right)?);
+                per_layer[l]
+                    .1
+                    .push(place_rows(&layer_kv.v, n, left, right)?);
+            }
+        }
+        let mut buffers = Vec::with_capacity(layers);
+        for (ks, vs) in per_layer {
+            buffers.push((Tensor::cat(&ks, 0)?, Tensor::cat(&vs, 0)?));
+        }
+        Ok((KvCache::from_buffers(buffers, longest)?, first))
+    }
+}
+
+fn cache_capacity(longest: usize, params: &SamplingParams) -> usize {
+    longest + params.max_new_tokens
+}
+
+/// `kv` `(1, heads, len, dim)` repeated into `n` rows with `left` empty slots before it and
+/// `right` after it.
+fn place_rows(kv: &Tensor, n: usize, left: usize, right: usize) -> Result<Tensor> {
+    let (_, h, len, d) = kv.dims4()?;
+    let body = kv.broadcast_as((n, h, len, d))?;
+    let mut parts = Vec::with_capacity(3);
+    if left > 0 {
+        parts.push(Tensor::zeros((n, h, left, d), kv.dtype(), kv.device())?);
+    }
+    parts.push(body.contiguous()?);
+    if right > 0 {
+        parts.push(Tensor::zeros((n, h, right, d), kv.dtype(), kv.device())?);
+    }
+    Ok(Tensor::cat(&parts, 2)?)
+}
+
+/// `(rows, 1, 1, capacity)` with `-inf` on each row's left padding, or `None` when every prompt
+/// has the same length.
+fn left_pad_mask(
+    prompts: &[Vec<u32>],
+    n: usize,
+    capacity: usize,
+    dtype: DType,
+    dev: &Device,
+) -> Result<Option<Tensor>> {
+    let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
+    if prompts.iter().all(|p| p.len() == longest) {
+        return Ok(None);
+    }
+    let mut mask = Vec::with_capacity(prompts.len() * n * capacity);
+    for p in prompts {
+        let left = longest - p.len();
+        for _ in 0..n {
+            mask.extend((0..capacity).map(|j| if j < left { f32::NEG_INFINITY } else { 0.0 }));
+        }
+    }
+    let rows = prompts.len() * n;
+    Ok(Some(
+        Tensor::from_vec(mask, (rows, 1, 1, capacity), dev)?.to_dtype(dtype)?,
+    ))
+}

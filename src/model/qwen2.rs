@@ -1,0 +1,385 @@
+//! The Qwen2 decoder: embeddings, RMSNorm, RoPE, grouped-query attention with q/k/v bias,
+//! SwiGLU MLP, final norm and (optionally tied) lm_head, with Hugging Face's weight names.
+
+use candle_core::{DType, Device, Result, Tensor, D};
+
+use super::kv_cache::KvCache;
+use super::ops::{self, OpPath};
+use super::{Params, Qwen2Config};
+
+/// Precomputed RoPE tables, `(positions, head_dim / 2)`.
+#[derive(Clone)]
+pub struct Rope {
+    pub cos: Tensor,
+    pub sin: Tensor,
+}
+
+impl Rope {
+    pub fn new(cfg: &Qwen2Config, dtype: DType, device: &Device) -> Result<Self> {
+        let dim = cfg.head_dim();
+        let inv_freq: Vec<f32> = (0..dim)
+            .step_by(2)
+            .map(|i| 1f32 / cfg.rope_theta.powf(i as f64 / dim as f64) as f32)
+            .collect();
+        let n = inv_freq.len();
+        let inv_freq = Tensor::from_vec(inv_freq, (1, n), device)?;
+        let t = Tensor::arange(0u32, cfg.max_position_embeddings as u32, device)?
+            .to_dtype(DType::F32)?
+            .reshape((cfg.max_position_embeddings, 1))?;
+        let freqs = t.matmul(&inv_freq)?;
+        Ok(Self {
+            cos: freqs.cos()?.to_dtype(dtype)?,
+            sin: freqs.sin()?.to_dtype(dtype)?,
+        })
+    }
+}
+
+/// Keys and values one layer computed for its input (after RoPE), `(batch, kv_heads, seq, dim)`.
+#[derive(Clone)]
+pub struct LayerKv {
+    pub k: Tensor,
+    pub v: Tensor,
+}
+
+/// Per-row positions for batches of rows that sit at different positions (left-padded
+/// prompts of different lengths decoded together).
+pub struct Rows {
+    /// `(batch, seq)` u32: the RoPE position of each new token.
+    pub positions: Tensor,
+    /// `(batch, 1, 1, capacity)`: 0 on real keys, `-inf` on padding slots.
+    pub key_mask: Option<Tensor>,
+}
+
+/// What the new tokens attend to besides themselves.
+pub enum Attend<'a> {
+    /// Only the input (causal): a prompt, or whole sequences in a batch.
+    Causal,
+    /// A shared prefix (one row, broadcast to the batch) computed with gradients: the group's
+    /// prompt in the training forward.
+    Prefix(&'a [LayerKv]),
+    /// The sampling cache.
+    Cache(&'a mut KvCache),
+}
+
+struct Layer {
+    input_norm: Tensor,
+    post_norm: Tensor,
+    proj: Proj,
+}
+
+/// A layer's projections, one tensor per Hugging Face parameter.
+struct Proj {
+    q_w: Tensor,
+    q_b: Tensor,
+    k_w: Tensor,
+    k_b: Tensor,
+    v_w: Tensor,
+    v_b: Tensor,
+    o_w: Tensor,
+    gate_w: Tensor,
+    up_w: Tensor,
+    down_w: Tensor,
+}
+
+impl Proj {
+    /// Queries, keys and values `(batch, seq, heads * head_dim)`.
+    fn qkv(&self, x: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
+        Ok((
+            linear(x, &self.q_w, Some(&self.q_b))?,
+            linear(x, &self.k_w, Some(&self.k_b))?,
+            linear(x, &self.v_w, Some(&self.v_b))?,
+        ))
+    }
+
+    fn out(&self, x: &Tensor) -> Result<Tensor> {
+        linear(x, &self.o_w, None)
+    }
+
+    /// SwiGLU: `down(silu(gate(x)) * up(x))`.
+    fn mlp(&self, x: &Tensor) -> Result<Tensor> {
+        let gate = linear(x, &self.gate_w, None)?.silu()?;
+        let up = linear(x, &self.up_w, None)?;
+        linear(&(gate * up)?, &self.down_w, None)
+    }
+}
+
+/// The network bound to one set of weights. Build it with `OpPath::Differentiable` and tracked
+/// weights to train, or `OpPath::Fused` and detached weights to sample.
+pub struct Qwen2 {
+    cfg: Qwen2Config,
+    embed: Tensor,
+    layers: Vec<Layer>,
+    norm: Tensor,
+    lm_head: Tensor,
+    rope: Rope,
+    path: OpPath,
+}
+
+fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
+    let y = x.broadcast_matmul(&w.t()?)?;
+    match b {
+        Some(b) => y.broadcast_add(b),
+        None => Ok(y),
+    }
+}
+
+impl Qwen2 {
+    /// Resolves every weight once. `track` keeps the autograd link to the parameters.
+    pub fn new(
+        cfg: &Qwen2Config,
+        params: &Params,
+        rope: &Rope,
+        path: OpPath,
+        track: bool,
+    ) -> Result<Self> {
+        let get = |name: &str| -> Result<Tensor> {
+            let var = params
+                .get(name)
+                .ok_or_else(|| candle_core::Error::Msg(format!("missing parameter `{name}`")))?;
+            Ok(if track {
+                var.as_tensor().clone()
+            } else {
+                var.as_tensor().detach()
+            })
+        };
+        let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
+        for l in 0..cfg.num_hidden_layers {
+            let p = |s: &str| format!("model.layers.{l}.{s}");
+            let proj = Proj {
+                q_w: get(&p("self_attn.q_proj.weight"))?,
+                q_b: get(&p("self_attn.q_proj.bias"))?,
+                k_w: get(&p("self_attn.k_proj.weight"))?,
+                k_b: get(&p("self_attn.k_proj.bias"))?,
+                v_w: get(&p("self_attn.v_proj.weight"))?,
+                v_b: get(&p("self_attn.v_proj.bias"))?,
+                o_w: get(&p("self_attn.o_proj.weight"))?,
+                gate_w: get(&p("mlp.gate_proj.weight"))?,
+                up_w: get(&p("mlp.up_proj.weight"))?,
+                down_w: get(&p("mlp.down_proj.weight"))?,
+            };
+            layers.push(Layer {
+                input_norm: get(&p("input_layernorm.weight"))?,
+                post_norm: get(&p("post_attention_layernorm.weight"))?,
+                proj,
+            });
+        }
+        let embed = get("model.embed_tokens.weight")?;
+        let lm_head = if cfg.tie_word_embeddings {
+            embed.clone()
+        } else {
+            get("lm_head.weight")?
+        };
+        Ok(Self {
+            cfg: cfg.clone(),
+            embed,
+            layers,
+            norm: get("model.norm.weight")?,
+            lm_head,
+            rope: rope.clone(),
+            path,
+        })
+    }
+
+    pub fn config(&self) -> &Qwen2Config {
+        &self.cfg
+    }
+
+    /// Hidden states after the final norm, `(batch, seq, hidden)`, for `ids` `(batch, seq)`
+    /// placed after whatever `attend` holds. Also returns each layer's new keys and values.
+    pub fn forward(&self, ids: &Tensor, attend: Attend) -> Result<(Tensor, Vec<LayerKv>)> {
+        self.forward_rows(ids, attend, None)
+    }
+
+    /// `forward` with per-row positions and a key mask: rows of a batch whose prompts had
+    /// different lengths, left-padded into one cache (batched decoding of several groups).
+    pub fn forward_rows(
+        &self,
+        ids: &Tensor,
+        mut attend: Attend,
+        rows: Option<&Rows>,
+    ) -> Result<(Tensor, Vec<LayerKv>)> {
+        let (b, s) = ids.dims2()?;
+        let past = match &attend {
+            Attend::Causal => 0,
+            Attend::Prefix(p) => p.first().map(|kv| kv.k.dim(2)).transpose()?.unwrap_or(0),
+            Attend::Cache(c) => c.len(),
+        };
+        let (cos, sin) = match rows {
+            Some(r) => {
+                let pos = r.positions.flatten_all()?;
+                let half = self.rope.cos.dim(1)?;
+                (
+                    self.rope.cos.index_select(&pos, 0)?.reshape((b, s, half))?,
+                    self.rope.sin.index_select(&pos, 0)?.reshape((b, s, half))?,
+                )
+            }
+            None => {
+                if past + s > self.cfg.max_position_embeddings {
+                    candle_core::bail!(
+                        "sequence of {} tokens exceeds max_position_embeddings {}",
+                        past + s,
+                        self.cfg.max_position_embeddings
+                    );
+                }
+                (
+                    self.rope.cos.narrow(0, past, s)?,
+                    self.rope.sin.narrow(0, past, s)?,
+                )
+            }
+        };
+        let mask = self.attention_mask(s, past, rows)?;
+        let mut x = self
+            .embed
+            .embedding(&ids.flatten_all()?)?
+            .reshape((b, s, ()))?;
+        let mut new_kv = Vec::with_capacity(self.layers.len());
+        for (l, layer) in self.layers.iter().enumerate() {
+            let h = ops::rms_norm(&x, &layer.input_norm, self.cfg.rms_norm_eps, self.path)?;
+            let (attn, kv) =
+                self.attention(l, layer, &h, &cos, &sin, mask.as_ref(), &mut attend)?;
+            x = (x + attn)?;
+            let h = ops::rms_norm(&x, &layer.post_norm, self.cfg.rms_norm_eps, self.path)?;
+            x = (x + layer.proj.mlp(&h)?)?;
+            new_kv.push(kv);
+        }
+        if let Attend::Cache(c) = attend {
+            c.advance(s);
+        }
+        let x = ops::rms_norm(&x, &self.norm, self.cfg.rms_norm_eps, self.path)?;
+        Ok((x, new_kv))
+    }
+
+    /// The additive mask over `(query heads of a group x seq, keys)`: causal when several
+    /// tokens are new, plus the rows' key mask (left padding) when given.
+    fn attention_mask(&self, s: usize, past: usize, rows: Option<&Rows>) -> Result<Option<Tensor>> {
+        let t = past + s;
+        let causal = if s > 1 {
+            Some(causal_mask(
+                s,
+                past,
+                self.cfg.kv_groups(),
+                self.embed.dtype(),
+                self.embed.device(),
+            )?)
+        } else {
+            None
+        };
+        let keys = match rows.and_then(|r| r.key_mask.as_ref()) {
+            Some(m) => Some(m.narrow(3, 0, t)?),
+            None => None,
+        };
+        Ok(match (causal, keys) {
+            (Some(c), Some(k)) => Some(c.broadcast_add(&k)?),
+            (c, k) => c.or(k),
+        })
+    }
+
+    /// Vocabulary logits for hidden states `(batch, seq, hidden)`.
+    pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
+        linear(hidden, &self.lm_head, None)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn attention(
+        &self,
+        l: usize,
+        layer: &Layer,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: Option<&Tensor>,
+        attend: &mut Attend,
+    ) -> Result<(Tensor, LayerKv)> {
+        let (b, s, _) = x.dims3()?;
+        let (nh, nkv, d) = (
+            self.cfg.num_attention_heads,
+            self.cfg.num_key_value_heads,
+            self.cfg.head_dim(),
+        );
+        let heads = |t: Tensor, n: usize| t.reshape((b, s, n, d))?.transpose(1, 2);
+        let (q, k, v) = layer.proj.qkv(x)?;
+        let q = heads(q, nh)?;
+        let k = heads(k, nkv)?;
+        let v = heads(v, nkv)?.contiguous()?;
+        let q = ops::rope(&q, cos, sin, self.path)?;
+        let k = ops::rope(&k, cos, sin, self.path)?;
+        let (k_all, v_all) = match attend {
+            Attend::Causal => (k.clone(), v.clone()),
+            Attend::Prefix(prefix) => {
+                let p = &prefix[l];
+                let pk = p.k.broadcast_as((b, nkv, p.k.dim(2)?, d))?.contiguous()?;
+                let pv = p.v.broadcast_as((b, nkv, p.v.dim(2)?, d))?.contiguous()?;
+                (Tensor::cat(&[&pk, &k], 2)?, Tensor::cat(&[&pv, &v], 2)?)
+            }
+            Attend::Cache(cache) => cache.append(l, &k, &v)?,
+        };
+        let out = gqa_attention(&q, &k_all, &v_all, mask, self.path)?;
+        let out = out.transpose(1, 2)?.reshape((b, s, nh * d))?;
+        Ok((layer.proj.out(&out)?, LayerKv { k, v }))
+    }
+}
+
+/// Scaled dot-product attention where each key/value head serves `heads / kv_heads` query
+/// heads. The query heads of a group are folded into the sequence axis, so keys and values are
+/// never copied per head.
+fn gqa_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: Option<&Tensor>,
+    path: OpPath,
+) -> Result<Tensor> {
+    let (b, nh, s, d) = q.dims4()?;
+    let nkv = k.dim(1)?;
+    let g = nh / nkv;
+    let q = q.contiguous()?.reshape((b, nkv, g * s, d))?;
+    let scale = 1.0 / (d as f64).sqrt();
+    let mut scores = (q.matmul(&k.t()?)? * scale)?;
+    if let Some(mask) = mask {
+        scores = scores.broadcast_add(mask)?;
+    }
+    let probs = ops::softmax_last_dim(&scores, path)?;
+    probs.matmul(v)?.reshape((b, nh, s, d))
+}
+
+/// `(groups * s, past + s)`: 0 where query `i` may see key `j` (`j <= past + i`), `-inf`
+/// elsewhere, repeated for each query head folded into the sequence axis.
+fn causal_mask(
+    s: usize,
+    past: usize,
+    groups: usize,
+    dtype: DType,
+    device: &Device,
+) -> Result<Tensor> {
+    let t = past + s;
+    let mask: Vec<f32> = (0..groups * s)
+        .flat_map(|r| {
+            let i = r % s;
+            (0..t).map(move |j| {
+                if j <= past + i {
+                    0.0
+                } else {
+                    f32::NEG_INFINITY
+                }
+            })
+        })
+        .collect();
+    Tensor::from_vec(mask, (groups * s, t), device)?.to_dtype(dtype)
+}
+
+/// Log-probabilities of `targets` `(batch, n)` under `logits` `(batch, n, vocab)`, with the
+/// entropy of each position's distribution (detached; a diagnostic). Half-precision logits
+/// are upcast to f32 first; f32 and f64 stay as they are.
+pub fn gather_logprobs(logits: &Tensor, targets: &Tensor) -> Result<(Tensor, Tensor)> {
+    let logits = match logits.dtype() {
+        DType::BF16 | DType::F16 => logits.to_dtype(DType::F32)?,
+        _ => logits.clone(),
+    };
+    let logp = ops::log_softmax_last_dim(&logits)?;
+    let picked = logp
+        .gather(&targets.unsqueeze(D::Minus1)?, D::Minus1)?
+        .squeeze(D::Minus1)?;
+    let lp = logp.detach();
+    let entropy = (lp.exp()? * &lp)?.sum(D::Minus1)?.neg()?;
+    Ok((picked, entropy))
+}

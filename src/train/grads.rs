@@ -1,0 +1,115 @@
+//! Gradients by parameter name, and backward passes over independent pieces of a loss run
+//! on worker threads.
+//!
+//! A step's loss is a sum over prompt groups (each already divided by the step's global
+//! normaliser), so its gradient is the sum of the groups' gradients. Each group's forward and
+//! backward run on their own, in parallel, and the gradients are added in group order: the
+//! result is the same whatever the thread count.
+
+use std::collections::BTreeMap;
+
+use candle_core::{DType, Result, Tensor};
+
+use crate::model::Params;
+use crate::parallel::map_chunks;
+
+/// Gradient of each parameter that received one, by Hugging Face name.
+pub type Grads = BTreeMap<String, Tensor>;
+
+/// Runs `loss_of(i)` for every piece `0..pieces`, back-propagates each, and returns the summed
+/// gradients with each piece's side value `T` (its metrics), in piece order.
+pub fn backward_pieces<T, F>(params: &Params, pieces: usize, loss_of: F) -> Result<(Grads, Vec<T>)>
+where
+    T: Send,
+    F: Fn(usize) -> Result<(Tensor, T)> + Sync,
+{
+    let ids: Vec<usize> = (0..pieces).collect();
+    let results = map_chunks(
+        &ids,
+        |_, &i| {
+            let (loss, side) = loss_of(i)?;
+            let store = loss.backward()?;
+            let mut grads = Grads::new();
+            for (name, var) in params.iter() {
+                if let Some(g) = store.get(var.as_tensor()) {
+                    grads.insert(name.clone(), g.clone());
+                }
+            }
+            Ok((grads, side))
+        },
+        || candle_core::Error::Msg("a backward thread panicked".into()),
+    );
+    let mut total = Grads::new();
+    let mut sides = Vec::with_capacity(pieces);
+    for r in results {
+        let (grads, side) = r?;
+        for (name, g) in grads {
+            let sum = match total.remove(&name) {
+                Some(acc) => (acc + g)?,
+                None => g,
+            };
+            total.insert(name, sum);
+        }
+        sides.push(side);
+    }
+    Ok((total, sides))
+}
+
+/// The L2 norm of all gradients together.
+pub fn global_norm(grads: &Grads) -> Result<f64> {
+    let mut sq = 0f64;
+    for g in grads.values() {
+        sq += g
+            .to_dtype(DType::F32)?
+            .sqr()?
+            .sum_all()?
+            .to_scalar::<f32>()? as f64;
+    }
+    Ok(sq.sqrt())
+}
+
+/// The factor that scales a gradient of norm `norm` down to `max_norm` (1.0 when already
+/// below, or when `max_norm` is not positive), as `torch.nn.utils.clip_grad_norm_`.
+pub fn clip_factor(norm: f64, max_norm: f64) -> f64 {
+    if max_norm > 0.0 && norm > max_norm {
+        max_norm / (norm + 1e-6)
+    } else {
+        1.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    fn params() -> Params {
+        let mut map = BTreeMap::new();
+        map.insert(
+            "w".to_string(),
+            Tensor::new(&[1.0f32, 2.0], &Device::Cpu).unwrap(),
+        );
+        Params::from_tensors(map).unwrap()
+    }
+
+    #[test]
+    fn pieces_sum_to_the_gradient_of_the_whole() {
+        let p = params();
+        let w = p.get("w").unwrap().as_tensor().clone();
+        let scales = [3.0f64, -1.0, 0.5];
+        let (grads, sides) =
+            backward_pieces(&p, 3, |i| Ok(((w.sqr()?.sum_all()? * scales[i])?, i))).unwrap();
+        // d/dw sum_i s_i * |w|^2 = 2 w * sum_i s_i = 2 w * 2.5
+        let g: Vec<f32> = grads["w"].to_vec1().unwrap();
+        assert_eq!(g, vec![5.0, 10.0]);
+        assert_eq!(sides, vec![0, 1, 2]);
+        assert!((global_norm(&grads).unwrap() - 125f64.sqrt()).abs() < 1e-5);
+    }
+
+    #[test]
+    fn clipping_scales_to_the_max_norm() {
+        assert!((clip_factor(5.0, 1.0) - 0.2).abs() < 1e-6);
+        assert_eq!(clip_factor(0.5, 1.0), 1.0);
+        assert_eq!(clip_factor(5.0, 0.0), 1.0);
+    }
+}
