@@ -7,4 +7,6 @@ pub mod cli;
 pub mod data;
 pub mod model;
 pub mod parallel;
+pub mod plot;
+pub mod reward;
 pub mod train;

@@ -2,8 +2,12 @@
 //! codes. The only place that knows clap and indicatif.
 
 mod bench_cmd;
+mod data_cmd;
 mod model_cmd;
+mod rewards_cmd;
 mod sample_cmd;
+
+use data_cmd::progress as progress_bar;
 
 use std::path::PathBuf;
 
@@ -25,6 +29,12 @@ enum Command {
     /// Create, inspect and query models (Hugging Face Qwen2 directories)
     #[command(subcommand)]
     Model(model_cmd::ModelCommand),
+    /// Generate, inspect and draw chart-QA data
+    #[command(subcommand)]
+    Data(data_cmd::DataCommand),
+    /// Score completions with the built-in rewards
+    #[command(subcommand)]
+    Rewards(rewards_cmd::RewardsCommand),
     /// Sample completions of a prompt (by default a synthetic test question) from a model
     ///
     /// Example: chartrl sample --model models/tiny --index 7 -n 4
@@ -55,6 +65,8 @@ pub fn main() -> i32 {
     init_tracing(cli.verbose);
     let result = match cli.command {
         Command::Model(cmd) => model_cmd::run(cmd),
+        Command::Data(cmd) => data_cmd::run(cmd),
+        Command::Rewards(cmd) => rewards_cmd::run(cmd),
         Command::Sample(args) => sample_cmd::run(args),
         Command::Bench(args) => bench_cmd::run(args),
     };

@@ -26,6 +26,7 @@ impl ChartKind {
 
 /// One named series: a value for every label of the chart.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Series {
     pub name: String,
     pub values: Vec<f64>,
@@ -33,6 +34,7 @@ pub struct Series {
 
 /// A chart: title, axis labels, kind, unit, category labels and one or more series over them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Chart {
     pub title: String,
     pub kind: ChartKind,
@@ -94,6 +96,7 @@ impl Chart {
 
 /// A question about a chart with its gold answer and a gold reasoning trace.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Sample {
     pub id: String,
     pub chart: Chart,

@@ -2,13 +2,19 @@
 //! offline default), prompt rendering, and loaders for chartrl JSONL and ChartQA layouts.
 
 mod chart;
+mod load;
 mod prompt;
+mod render;
 mod synthetic;
 
 use std::path::{Path, PathBuf};
 
+use serde::{Deserialize, Serialize};
+
 pub use chart::{format_number, Chart, ChartKind, Sample, Series};
+pub use load::{load_chartqa, load_jsonl, write_jsonl};
 pub use prompt::{gold_completion, PromptTemplate};
+pub use render::render_chart;
 pub use synthetic::{Generator, Split, QUESTION_TYPES};
 
 /// Errors reading or checking data. Each names the file, and the line where there is one.
@@ -32,6 +38,48 @@ impl DataError {
         DataError::Io {
             path: path.to_path_buf(),
             source,
+        }
+    }
+}
+
+/// Where a dataset comes from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum DataSource {
+    /// The built-in generator: samples `0..size` of `(split, seed)`.
+    Synthetic {
+        split: Split,
+        seed: u64,
+        size: usize,
+    },
+    /// chartrl JSONL.
+    Jsonl { path: PathBuf },
+    /// A ChartQA question JSON with `tables/` beside it.
+    ChartQa { path: PathBuf },
+}
+
+impl DataSource {
+    /// A file by extension: `.jsonl` is chartrl JSONL, `.json` a ChartQA question list.
+    pub fn from_path(path: &Path) -> Result<Self, DataError> {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("jsonl") => Ok(DataSource::Jsonl { path: path.to_path_buf() }),
+            Some("json") => Ok(DataSource::ChartQa { path: path.to_path_buf() }),
+            _ => Err(DataError::Invalid {
+                path: path.to_path_buf(),
+                line: 0,
+                msg: "unknown data format (use .jsonl for chartrl JSONL, .json for a ChartQA question list)".into(),
+            }),
+        }
+    }
+
+    /// Every sample, in order.
+    pub fn load(&self) -> Result<Vec<Sample>, DataError> {
+        match self {
+            DataSource::Synthetic { split, seed, size } => {
+                Ok(Generator::new(*split, *seed).take(*size).collect())
+            }
+            DataSource::Jsonl { path } => load_jsonl(path),
+            DataSource::ChartQa { path } => load_chartqa(path),
         }
     }
 }

@@ -60,7 +60,7 @@ impl PromptTemplate {
     /// The prompt for `sample`: its chart as a table and its question.
     pub fn render(&self, sample: &Sample) -> String {
         let c = &sample.chart;
-        let unit = if c.unit.is_empty() { "units" } else { &c.unit };
+        let unit = if c.unit.is_empty() { "count" } else { &c.unit };
         let title = c.title.as_str();
         let table = c.to_table();
         self.text

@@ -293,22 +293,27 @@ impl Generator {
             Split::Test => 0x7465_7374_0000_0000u64,
         };
         let mut rng = ChaCha8Rng::seed_from_u64(mix(mix(self.seed ^ split_tag) ^ i as u64));
-        // A question type may not fit a chart (a trend on a pie, a ratio with a negative
-        // value); draw again from the same stream until one fits.
-        loop {
+        // The question type is drawn first, so types are balanced. A type may not fit a chart
+        // (a trend needs a line, a ratio positive values): draw charts from the same stream
+        // until one fits, falling back to a lookup, which every chart supports.
+        let qtype = *QUESTION_TYPES.choose(&mut rng).unwrap_or(&"lookup");
+        let make = |chart: Chart, qtype: &str, (question, answer, reasoning): Qa| Sample {
+            id: format!("{}-{}-{i}", self.split.name(), self.seed),
+            chart,
+            question,
+            answer,
+            question_type: qtype.to_string(),
+            reasoning,
+        };
+        for _ in 0..255 {
             let chart = draw_chart(&mut rng);
-            let qtype = *QUESTION_TYPES.choose(&mut rng).unwrap_or(&"lookup");
-            if let Some((question, answer, reasoning)) = ask(&chart, qtype, &mut rng) {
-                return Sample {
-                    id: format!("{}-{}-{i}", self.split.name(), self.seed),
-                    chart,
-                    question,
-                    answer,
-                    question_type: qtype.to_string(),
-                    reasoning,
-                };
+            if let Some(qa) = ask(&chart, qtype, &mut rng) {
+                return make(chart, qtype, qa);
             }
         }
+        let chart = draw_chart(&mut rng);
+        let qa = lookup(&chart, &mut rng);
+        make(chart, "lookup", qa)
     }
 
     /// Samples `0..n`.
@@ -436,6 +441,19 @@ fn unique_extreme(values: &[f64], largest: bool) -> Option<usize> {
 
 type Qa = (String, String, String);
 
+/// "What is the X of L?": fits every chart.
+fn lookup(chart: &Chart, rng: &mut ChaCha8Rng) -> Qa {
+    let s = rng.random_range(0..chart.series.len());
+    let i = rng.random_range(0..chart.labels.len());
+    let v = format_number(chart.series[s].values[i]);
+    let label = &chart.labels[i];
+    (
+        format!("What is the {} of {label}?", measure_of(chart, s)),
+        v.clone(),
+        format!("Step 1: The row for {label} shows {v}."),
+    )
+}
+
 /// Builds a question of `qtype` about `chart`: (question, answer, reasoning), or `None` when
 /// the type does not fit this chart.
 fn ask(chart: &Chart, qtype: &str, rng: &mut ChaCha8Rng) -> Option<Qa> {
@@ -460,14 +478,7 @@ fn ask(chart: &Chart, qtype: &str, rng: &mut ChaCha8Rng) -> Option<Qa> {
         (idx[0], idx[1])
     };
     match qtype {
-        "lookup" => {
-            let i = rng.random_range(0..n);
-            Some((
-                format!("What is the {m} of {}?", labels[i]),
-                f(vals[i]),
-                format!("Step 1: The row for {} shows {}.", labels[i], f(vals[i])),
-            ))
-        }
+        "lookup" => Some(lookup(chart, rng)),
         "max_label" | "min_label" => {
             let largest = qtype == "max_label";
             let i = unique_extreme(vals, largest)?;
