@@ -3,14 +3,15 @@
 
 use std::time::Instant;
 
-use candle_core::{Device, Tensor};
+use candle_core::Device;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
 use crate::data::{tokenizer_corpus, Generator, PromptTemplate, Split};
 use crate::model::{ChatTokenizer, ModelError, Policy, Preset, SamplingParams};
-use crate::train::{backward_pieces, clip_factor, global_norm, AdamW, AdamWConfig};
+use crate::train::objective::{advantages, group_loss, Normaliser};
+use crate::train::{backward_pieces, clip_factor, global_norm, AdamW, AdamWConfig, LossType, Mode};
 
 /// The workload: `prompts` groups of `completions` samples each, prompts of `prompt_tokens`,
 /// `new_tokens` generated per completion (end-of-text ignored so every run does the same work).
@@ -112,9 +113,9 @@ pub fn run(
     Ok(figures)
 }
 
-/// A policy-gradient step over the sampled groups: forward with gradients, a REINFORCE loss
-/// with alternating +1/-1 advantages normalised by the step's token count, backward (groups
-/// in parallel), clipping and AdamW.
+/// One RL update over the sampled groups, as the trainer takes it: per-group forward with
+/// gradients (groups in parallel), the clipped-surrogate token-mean loss with W-REINFORCE
+/// advantages (alternating correct/incorrect), clipping and AdamW.
 fn train_step(
     policy: &Policy,
     prompts: &[Vec<u32>],
@@ -122,17 +123,21 @@ fn train_step(
     opt: &mut AdamW,
 ) -> Result<(), ModelError> {
     let tokens: usize = groups.iter().flatten().map(Vec::len).sum();
+    let norm = Normaliser {
+        loss_type: LossType::TokenMean,
+        kept_tokens: tokens as f64,
+        kept_sequences: groups.iter().map(Vec::len).sum::<usize>() as f64,
+        max_completion_length: groups.iter().flatten().map(Vec::len).max().unwrap_or(1),
+    };
     let (grads, _) = backward_pieces(&policy.params, prompts.len(), |i| {
         let out = policy
-            .group_logprobs(&prompts[i], &groups[i], true)
+            .group_logprobs(&prompts[i], &groups[i], 1.0, true)
             .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
-        let g = groups[i].len();
-        let adv: Vec<f32> = (0..g)
-            .map(|j| if j % 2 == 0 { 1.0 } else { -1.0 })
-            .collect();
-        let adv = Tensor::from_vec(adv, (g, 1), policy.device())?;
-        let weighted = (out.logp * &out.mask)?.broadcast_mul(&adv)?.sum_all()?;
-        Ok(((weighted.neg()? / tokens.max(1) as f64)?, ()))
+        let correct: Vec<bool> = (0..groups[i].len()).map(|j| j % 2 == 0).collect();
+        let rewards: Vec<f64> = correct.iter().map(|&c| if c { 1.0 } else { 0.0 }).collect();
+        let (adv, kept) = advantages(Mode::WReinforce, &rewards, &correct, 0.1);
+        let (loss, _) = group_loss(&out.logp, &out.mask, &adv, &kept, None, 0.0, 0.2, &norm)?;
+        Ok((loss, ()))
     })?;
     let factor = clip_factor(global_norm(&grads)?, 1.0);
     opt.step(&policy.params, &grads, 1e-5, factor)?;

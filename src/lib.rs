@@ -5,6 +5,7 @@
 pub mod bench;
 pub mod cli;
 pub mod data;
+pub mod eval;
 pub mod model;
 pub mod parallel;
 pub mod plot;

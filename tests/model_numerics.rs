@@ -228,7 +228,7 @@ fn a_rows_logprobs_do_not_depend_on_the_rest_of_the_batch() {
     // The group path (prompt computed once, shared) gives the same numbers.
     let prompt = a[..10].to_vec();
     let comps = vec![a[10..].to_vec(), a[10..15].to_vec()];
-    let group = policy.group_logprobs(&prompt, &comps, true).unwrap();
+    let group = policy.group_logprobs(&prompt, &comps, 1.0, true).unwrap();
     let first = group.logp.get(0).unwrap();
     assert!(max_abs_diff(&first, &alone.logp.squeeze(0).unwrap()) <= 1e-5);
     let second = group.logp.get(1).unwrap().narrow(0, 0, 5).unwrap();

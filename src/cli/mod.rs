@@ -4,8 +4,10 @@
 mod bench_cmd;
 mod data_cmd;
 mod model_cmd;
+mod progress;
 mod rewards_cmd;
 mod sample_cmd;
+mod train_cmd;
 
 use data_cmd::progress as progress_bar;
 
@@ -35,6 +37,16 @@ enum Command {
     /// Score completions with the built-in rewards
     #[command(subcommand)]
     Rewards(rewards_cmd::RewardsCommand),
+    /// Fine-tune on gold reasoning traces (supervised warm start)
+    ///
+    /// Example: chartrl warm-start --model models/tiny --out models/tiny-warm
+    WarmStart(train_cmd::WarmStartArgs),
+    /// Train with RL: grpo, psr, nsr or w-reinforce
+    ///
+    /// Options default to configs/trainer.yaml; flags override them.
+    ///
+    /// Example: chartrl train --mode nsr --model models/tiny-warm --subset-size 100 --out runs/poc-nsr
+    Train(Box<train_cmd::TrainArgs>),
     /// Sample completions of a prompt (by default a synthetic test question) from a model
     ///
     /// Example: chartrl sample --model models/tiny --index 7 -n 4
@@ -67,6 +79,8 @@ pub fn main() -> i32 {
         Command::Model(cmd) => model_cmd::run(cmd),
         Command::Data(cmd) => data_cmd::run(cmd),
         Command::Rewards(cmd) => rewards_cmd::run(cmd),
+        Command::WarmStart(args) => train_cmd::warm(args),
+        Command::Train(args) => train_cmd::train(*args),
         Command::Sample(args) => sample_cmd::run(args),
         Command::Bench(args) => bench_cmd::run(args),
     };

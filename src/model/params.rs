@@ -37,6 +37,15 @@ impl Params {
         Self::from_tensors(tensors)
     }
 
+    /// Independent copies of every parameter (new storage): a frozen reference policy.
+    pub fn deep_copy(&self) -> Result<Self> {
+        let mut tensors = BTreeMap::new();
+        for (name, var) in &self.vars {
+            tensors.insert(name.clone(), var.as_tensor().copy()?);
+        }
+        Self::from_tensors(tensors)
+    }
+
     pub fn get(&self, name: &str) -> Option<&Var> {
         self.vars.get(name)
     }

@@ -211,10 +211,14 @@ impl Policy {
     /// and values shared by every completion (exact: causal attention never lets the prompt see
     /// the completions), which makes the training forward several times cheaper than running
     /// `G` copies of the prompt.
+    ///
+    /// Logits are divided by `temperature` first, so log-probs are those of the distribution
+    /// completions were sampled from (as TRL does).
     pub fn group_logprobs(
         &self,
         prompt: &[u32],
         completions: &[Vec<u32>],
+        temperature: f64,
         train: bool,
     ) -> Result<GroupLogprobs> {
         let g = completions.len();
@@ -253,7 +257,10 @@ impl Policy {
         } else {
             h_last.contiguous()?
         };
-        let logits = net.logits(&hidden)?;
+        let mut logits = net.logits(&hidden)?;
+        if temperature != 1.0 {
+            logits = logits.affine(1.0 / temperature, 0.0)?;
+        }
         let (logp, entropy) = gather_logprobs(&logits, &Tensor::from_vec(targets, (g, l), dev)?)?;
         Ok(GroupLogprobs {
             logp,

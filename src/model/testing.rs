@@ -19,7 +19,7 @@ pub fn micro_config(tie_word_embeddings: bool) -> Qwen2Config {
         num_hidden_layers: 2,
         num_attention_heads: 4,
         num_key_value_heads: 2,
-        max_position_embeddings: 256,
+        max_position_embeddings: 1024,
         rope_theta: 10000.0,
         rms_norm_eps: 1e-6,
         tie_word_embeddings,

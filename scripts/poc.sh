@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The 100-sample POC on the built-in tiny model, end to end and offline:
+# create the model, warm-start it on gold reasoning traces (once; reused afterwards),
+# then train each of the four modes on the first 100 synthetic samples.
+# Until `chartrl exec experiments/poc.rhai` lands, this is the main job.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release --quiet
+bin=./target/release/chartrl
+[ -f models/tiny/config.json ] || "$bin" model init --preset tiny --out models/tiny
+[ -f models/tiny-warm/config.json ] || "$bin" warm-start --model models/tiny --out models/tiny-warm
+for mode in grpo psr nsr w-reinforce; do
+    start=$(date +%s)
+    "$bin" train --mode "$mode" --model models/tiny-warm --subset-size 100 --num-generations 4 \
+        --batch-size 2 --log-every 10 --out "runs/poc-$mode" "$@"
+    echo "$mode: $(( $(date +%s) - start ))s wall"
+done

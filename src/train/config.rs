@@ -1,0 +1,275 @@
+//! The trainer's configuration: one serde struct whose defaults live in
+//! `configs/trainer.yaml`. Unknown keys are errors that name the key.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::TrainError;
+use crate::reward::RewardSpec;
+
+/// The four training modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Mode {
+    #[serde(rename = "grpo")]
+    Grpo,
+    #[serde(rename = "psr")]
+    Psr,
+    #[serde(rename = "nsr")]
+    Nsr,
+    #[serde(rename = "w-reinforce")]
+    WReinforce,
+}
+
+impl Mode {
+    pub const ALL: [Mode; 4] = [Mode::Grpo, Mode::Psr, Mode::Nsr, Mode::WReinforce];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Grpo => "grpo",
+            Mode::Psr => "psr",
+            Mode::Nsr => "nsr",
+            Mode::WReinforce => "w-reinforce",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|m| m.name() == s.to_lowercase())
+    }
+}
+
+/// How per-token losses become the step's loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LossType {
+    /// Sum over every kept token of the step / number of kept tokens (the paper's verl code,
+    /// TRL's `dapo`/`bnpo`).
+    TokenMean,
+    /// Mean over kept sequences of each sequence's token mean (DeepSeekMath, TRL's `grpo`).
+    SequenceMean,
+    /// Sum over kept tokens / (kept sequences x `max_completion_length`) (Dr. GRPO).
+    DrGrpo,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Schedule {
+    Constant,
+    Linear,
+    Cosine,
+}
+
+/// Every trainer option. See `configs/trainer.yaml` for meanings and defaults.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    pub mode: Mode,
+    pub subset_size: usize,
+    pub num_epochs: usize,
+    pub num_generations: usize,
+    pub batch_size: usize,
+    pub learning_rate: f64,
+    pub lr_scheduler: Schedule,
+    pub warmup_steps: usize,
+    pub weight_decay: f64,
+    pub max_grad_norm: f64,
+    pub reward_threshold: f64,
+    pub lambda_psr: f64,
+    pub beta: f64,
+    pub epsilon: f64,
+    pub loss_type: LossType,
+    pub temperature: f64,
+    pub top_p: f64,
+    pub max_completion_length: usize,
+    pub seed: u64,
+    pub save_steps: usize,
+    pub save_total_limit: usize,
+    pub rewards: Vec<RewardSpec>,
+}
+
+const EMBEDDED_DEFAULTS: &str = include_str!("../../configs/trainer.yaml");
+
+impl TrainConfig {
+    /// The defaults: `configs/trainer.yaml` in the working directory if present, else the
+    /// copy compiled into the binary.
+    pub fn defaults() -> Result<Self, TrainError> {
+        let local = Path::new("configs/trainer.yaml");
+        let (text, origin) = if local.is_file() {
+            let text = std::fs::read_to_string(local).map_err(|e| TrainError::Config {
+                origin: local.display().to_string(),
+                msg: e.to_string(),
+            })?;
+            (text, local.display().to_string())
+        } else {
+            (
+                EMBEDDED_DEFAULTS.to_string(),
+                "<built-in trainer.yaml>".to_string(),
+            )
+        };
+        Self::from_yaml(&text, &origin)
+    }
+
+    pub fn from_yaml(text: &str, origin: &str) -> Result<Self, TrainError> {
+        let cfg: Self = serde_yaml::from_str(text).map_err(|e| TrainError::Config {
+            origin: origin.to_string(),
+            msg: e.to_string(),
+        })?;
+        cfg.validate().map_err(|msg| TrainError::Config {
+            origin: origin.to_string(),
+            msg,
+        })?;
+        Ok(cfg)
+    }
+
+    /// These options with `overrides` (a map of option name to value) applied on top; an
+    /// unknown option is an error naming it and listing the valid ones.
+    pub fn with_overrides(
+        &self,
+        overrides: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Self, TrainError> {
+        let mut value = serde_json::to_value(self).map_err(|e| TrainError::Config {
+            origin: "overrides".into(),
+            msg: e.to_string(),
+        })?;
+        let obj = value.as_object_mut().ok_or_else(|| TrainError::Config {
+            origin: "overrides".into(),
+            msg: "config is not an object".into(),
+        })?;
+        for (k, v) in overrides {
+            if !obj.contains_key(k) {
+                return Err(TrainError::UnknownOption {
+                    key: k.clone(),
+                    valid: obj.keys().cloned().collect::<Vec<_>>().join(", "),
+                });
+            }
+            obj.insert(k.clone(), v.clone());
+        }
+        let cfg: Self = serde_json::from_value(value).map_err(|e| TrainError::Config {
+            origin: "overrides".into(),
+            msg: e.to_string(),
+        })?;
+        cfg.validate().map_err(|msg| TrainError::Config {
+            origin: "overrides".into(),
+            msg,
+        })?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        let positive = [
+            ("subset_size", self.subset_size),
+            ("num_epochs", self.num_epochs),
+            ("num_generations", self.num_generations),
+            ("batch_size", self.batch_size),
+            ("max_completion_length", self.max_completion_length),
+            ("save_steps", self.save_steps),
+            ("save_total_limit", self.save_total_limit),
+        ];
+        if let Some((k, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            return Err(format!("`{k}` must be at least 1"));
+        }
+        if self.learning_rate.is_nan() || self.learning_rate <= 0.0 {
+            return Err(format!(
+                "`learning_rate` must be positive, got {}",
+                self.learning_rate
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.top_p) || self.top_p == 0.0 {
+            return Err(format!("`top_p` must be in (0, 1], got {}", self.top_p));
+        }
+        if self.temperature.is_nan() || self.temperature <= 0.0 {
+            return Err(format!(
+                "`temperature` must be positive for training, got {}",
+                self.temperature
+            ));
+        }
+        if self.rewards.is_empty() {
+            return Err("`rewards` is empty".into());
+        }
+        Ok(())
+    }
+
+    /// Steps in one pass over the subset (the last batch may be short).
+    pub fn steps_per_epoch(&self) -> usize {
+        self.subset_size.div_ceil(self.batch_size)
+    }
+
+    pub fn total_steps(&self) -> usize {
+        self.steps_per_epoch() * self.num_epochs
+    }
+
+    /// The learning rate of 0-based `step` (see [`lr_schedule`]).
+    pub fn lr_at(&self, step: usize) -> f64 {
+        lr_schedule(
+            self.learning_rate,
+            self.lr_scheduler,
+            self.warmup_steps,
+            self.total_steps(),
+            step,
+        )
+    }
+}
+
+/// Learning rate of 0-based `step` of `total`: linear warm-up over `warmup` steps, then
+/// constant, or linear or cosine decay to 0 at `total`.
+pub fn lr_schedule(base: f64, schedule: Schedule, warmup: usize, total: usize, step: usize) -> f64 {
+    if step < warmup {
+        return base * (step + 1) as f64 / warmup as f64;
+    }
+    let span = total.max(1).saturating_sub(warmup).max(1) as f64;
+    let progress = ((step - warmup) as f64 / span).min(1.0);
+    match schedule {
+        Schedule::Constant => base,
+        Schedule::Linear => base * (1.0 - progress),
+        Schedule::Cosine => base * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_parse_and_overrides_are_checked() {
+        let d = TrainConfig::defaults().unwrap();
+        assert_eq!(d.mode, Mode::Grpo);
+        assert_eq!(d.lambda_psr, 0.1);
+        let mut o = serde_json::Map::new();
+        o.insert("mode".into(), "nsr".into());
+        o.insert("num_generations".into(), 8.into());
+        let c = d.with_overrides(&o).unwrap();
+        assert_eq!((c.mode, c.num_generations), (Mode::Nsr, 8));
+        let mut bad = serde_json::Map::new();
+        bad.insert("num_generation".into(), 8.into());
+        let e = d.with_overrides(&bad).unwrap_err().to_string();
+        assert!(
+            e.contains("num_generation") && e.contains("num_generations"),
+            "{e}"
+        );
+        let mut bad = serde_json::Map::new();
+        bad.insert("mode".into(), "ppo".into());
+        let e = d.with_overrides(&bad).unwrap_err().to_string();
+        assert!(e.contains("ppo"), "{e}");
+        let e = TrainConfig::from_yaml("mode: grpo\nbogus: 1\n", "x.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("x.yaml") && e.contains("bogus"), "{e}");
+    }
+
+    #[test]
+    fn schedules() {
+        let mut c = TrainConfig::defaults().unwrap();
+        c.subset_size = 20;
+        c.batch_size = 2; // 10 steps
+        c.learning_rate = 1.0;
+        c.warmup_steps = 2;
+        assert_eq!(c.lr_at(0), 0.5);
+        assert_eq!(c.lr_at(1), 1.0);
+        c.lr_scheduler = Schedule::Linear;
+        assert_eq!(c.lr_at(2), 1.0);
+        assert!((c.lr_at(6) - 0.5).abs() < 1e-12);
+        c.lr_scheduler = Schedule::Cosine;
+        assert!((c.lr_at(6) - 0.5).abs() < 1e-12);
+        assert!(c.lr_at(10).abs() < 1e-12);
+    }
+}

@@ -1,0 +1,104 @@
+//! `chartrl warm-start` and `chartrl train` through the real binary on a tiny model.
+
+mod common;
+
+use common::{ok, user_error};
+
+#[test]
+fn warm_start_then_train_each_mode_briefly() {
+    let tmp = tempfile::tempdir().unwrap();
+    ok(
+        &[
+            "model",
+            "init",
+            "--preset",
+            "tiny",
+            "--out",
+            "m",
+            "--corpus-size",
+            "300",
+        ],
+        tmp.path(),
+    );
+    let out = ok(
+        &[
+            "warm-start",
+            "--model",
+            "m",
+            "--out",
+            "w",
+            "--samples",
+            "8",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "4",
+            "--eval-size",
+            "4",
+            "--log-every",
+            "1",
+        ],
+        tmp.path(),
+    );
+    assert!(
+        out.contains("SFT [Step 0]") && out.contains("held-out greedy accuracy"),
+        "{out}"
+    );
+    for (mode, needle) in [
+        ("grpo", "GRPO [Step 0]"),
+        ("psr", "positive samples"),
+        ("nsr", "negative samples"),
+        ("w-reinforce", "pos (λ=0.1)"),
+    ] {
+        let run = format!("r-{mode}");
+        let out = ok(
+            &[
+                "train",
+                "--mode",
+                mode,
+                "--model",
+                "w",
+                "--subset-size",
+                "2",
+                "--batch-size",
+                "2",
+                "--num-generations",
+                "2",
+                "--max-completion-length",
+                "8",
+                "--out",
+                &run,
+            ],
+            tmp.path(),
+        );
+        assert!(out.contains(needle), "{mode}: {out}");
+        let metrics = std::fs::read_to_string(tmp.path().join(&run).join("metrics.jsonl")).unwrap();
+        assert_eq!(metrics.lines().count(), 1);
+        assert!(tmp
+            .path()
+            .join(&run)
+            .join("model/model.safetensors")
+            .is_file());
+    }
+    let err = user_error(
+        &["train", "--mode", "ppo", "--model", "w", "--out", "x"],
+        tmp.path(),
+    );
+    assert!(err.contains("ppo"), "{err}");
+    let err = user_error(
+        &[
+            "train",
+            "--model",
+            "w",
+            "--out",
+            "x",
+            "--set",
+            "num_generation=3",
+        ],
+        tmp.path(),
+    );
+    assert!(
+        err.contains("num_generation") && err.contains("num_generations"),
+        "{err}"
+    );
+}
