@@ -326,3 +326,50 @@ fn same_seed_same_samples_and_save_load_round_trips() {
     );
     assert_eq!(policy.tokenizer.eos_ids(), loaded.tokenizer.eos_ids());
 }
+
+#[test]
+fn sharded_bf16_checkpoints_load_through_the_same_path() {
+    use std::collections::HashMap;
+    let policy = micro_policy(false, 13, DType::F32).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    policy.save(dir.path()).unwrap();
+    std::fs::remove_file(dir.path().join("model.safetensors")).unwrap();
+    // Two bf16 shards and an index, as a downloaded Qwen2.5 checkpoint has.
+    let mut shards: [HashMap<String, Tensor>; 2] = Default::default();
+    let mut weight_map = serde_json::Map::new();
+    for (i, (name, var)) in policy.params.iter().enumerate() {
+        let shard = i % 2;
+        shards[shard].insert(name.clone(), var.as_tensor().to_dtype(DType::BF16).unwrap());
+        weight_map.insert(
+            name.clone(),
+            format!("model-0000{}-of-00002.safetensors", shard + 1).into(),
+        );
+    }
+    for (i, shard) in shards.iter().enumerate() {
+        let path = dir
+            .path()
+            .join(format!("model-0000{}-of-00002.safetensors", i + 1));
+        candle_core::safetensors::save(shard, path).unwrap();
+    }
+    let index = serde_json::json!({"metadata": {}, "weight_map": weight_map});
+    std::fs::write(
+        dir.path().join("model.safetensors.index.json"),
+        index.to_string(),
+    )
+    .unwrap();
+    let loaded = Policy::load(dir.path(), &Device::Cpu, DType::F32).unwrap();
+    let ids = random_ids(20, 300, 40);
+    let a = policy.token_logprobs(&ids).unwrap();
+    let b = loaded.token_logprobs(&ids).unwrap();
+    for (x, y) in a.iter().zip(&b).skip(1) {
+        // bf16 keeps ~3 significant digits of each weight.
+        assert!((x.unwrap() - y.unwrap()).abs() < 0.1, "{x:?} vs {y:?}");
+    }
+    // A shard listed in the index but missing is an error naming the file.
+    std::fs::remove_file(dir.path().join("model-00002-of-00002.safetensors")).unwrap();
+    let err = Policy::load(dir.path(), &Device::Cpu, DType::F32)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("model-00002-of-00002.safetensors"), "{err}");
+}

@@ -82,7 +82,8 @@ impl Observer for ConsoleObserver {
             for (k, v) in &m.values {
                 obj.insert(k.clone(), serde_json::json!(v));
             }
-            let _ = writeln!(w, "{}", serde_json::Value::Object(obj));
+            // One flushed line per step: a killed run never leaves a torn record.
+            let _ = writeln!(w, "{}", serde_json::Value::Object(obj)).and_then(|_| w.flush());
         }
     }
 

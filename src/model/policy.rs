@@ -94,6 +94,12 @@ impl Policy {
         let eos = config.eos_token_id.as_ref().map(|e| e.to_vec());
         let tokenizer = ChatTokenizer::load(&dir.join("tokenizer.json"), eos)?;
         let params = Params::load_dir(dir, &config, dtype, device)?;
+        tracing::info!(
+            dir = %dir.display(),
+            parameters = params.num_parameters(),
+            ?dtype,
+            "loaded model"
+        );
         Self::new(config, tokenizer, params, device)
     }
 
@@ -312,6 +318,12 @@ impl Policy {
             ));
         }
         let seeds: Vec<u64> = prompts.iter().map(|_| rng.random()).collect();
+        tracing::debug!(
+            groups = prompts.len(),
+            n,
+            max_new_tokens = params.max_new_tokens,
+            "sampling"
+        );
         let workers = worker_threads().min(prompts.len()).max(1);
         let chunk = prompts.len().div_ceil(workers);
         let shards: Vec<(&[Vec<u32>], &[u64])> =

@@ -119,6 +119,12 @@ impl RlTrainer {
     pub fn run(&mut self, obs: &mut dyn Observer) -> Result<RunSummary, TrainError> {
         let start = Instant::now();
         let total = self.total_steps();
+        tracing::info!(
+            mode = self.config.mode.name(),
+            start = self.step,
+            total,
+            "rl run"
+        );
         obs.on_start(Phase::Rl(self.config.mode), self.step, total);
         let first = self.step;
         let mut stopped = false;
@@ -148,6 +154,7 @@ impl RlTrainer {
             },
         })?;
         self.step += 1;
+        tracing::debug!(step, values = ?metrics.values, "rl step");
         obs.on_step(&metrics);
         Ok(metrics)
     }

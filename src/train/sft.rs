@@ -36,7 +36,7 @@ pub struct WarmStartConfig {
 impl Default for WarmStartConfig {
     fn default() -> Self {
         Self {
-            samples: 2000,
+            samples: 3000,
             epochs: 2,
             batch_size: 16,
             learning_rate: 2e-3,
@@ -96,6 +96,7 @@ pub fn warm_start(
     let mut opt = AdamW::new(AdamWConfig::default());
     let spe = n.div_ceil(cfg.batch_size);
     let total = spe * cfg.epochs;
+    tracing::info!(samples = n, steps = total, "warm start");
     obs.on_start(Phase::WarmStart, 0, total);
     let mut done = 0;
     for step in 0..total {
