@@ -96,11 +96,14 @@ pub fn main() -> i32 {
 /// Internal errors (tensor kernels, a broken invariant) exit 2; everything else is the user's
 /// input and exits 1.
 fn exit_code(err: &anyhow::Error) -> i32 {
+    use crate::model::ModelError;
+    use crate::train::TrainError;
     let internal = err.chain().any(|e| {
         e.downcast_ref::<candle_core::Error>().is_some()
+            || matches!(e.downcast_ref::<ModelError>(), Some(ModelError::Candle(_)))
             || matches!(
-                e.downcast_ref::<chartrl_model::ModelError>(),
-                Some(chartrl_model::ModelError::Candle(_))
+                e.downcast_ref::<TrainError>(),
+                Some(TrainError::Candle(_)) | Some(TrainError::Model(ModelError::Candle(_)))
             )
     });
     if internal {
@@ -109,8 +112,6 @@ fn exit_code(err: &anyhow::Error) -> i32 {
         1
     }
 }
-
-use crate::model as chartrl_model;
 
 /// Runs candle's kernels on one thread unless the user set `RAYON_NUM_THREADS`: chartrl
 /// parallelises over groups instead (see `parallel`). Called first thing in `main`, before any
@@ -166,4 +167,32 @@ fn model_dir(path: &PathBuf) -> anyhow::Result<&PathBuf> {
         );
     }
     Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::train::TrainError;
+
+    #[test]
+    fn kernel_failures_exit_2_and_bad_input_exits_1() {
+        let kernel = || candle_core::Error::Msg("kernel".into());
+        assert_eq!(exit_code(&anyhow::Error::from(kernel())), 2);
+        assert_eq!(
+            exit_code(&anyhow::Error::from(TrainError::Candle(kernel()))),
+            2
+        );
+        let in_step = TrainError::Step {
+            step: 3,
+            source: Box::new(TrainError::Candle(kernel())),
+        };
+        assert_eq!(exit_code(&anyhow::Error::from(in_step)), 2);
+        let bad = crate::data::DataError::Invalid {
+            path: "x.jsonl".into(),
+            line: 2,
+            msg: "bad".into(),
+        };
+        assert_eq!(exit_code(&anyhow::Error::from(bad)), 1);
+        assert_eq!(exit_code(&anyhow::anyhow!("unknown split")), 1);
+    }
 }
