@@ -13,6 +13,8 @@ pub struct ConsoleObserver {
     bar: ProgressBar,
     every: usize,
     metrics: Option<std::io::BufWriter<std::fs::File>>,
+    /// Warnings seen, by kind: the first of each kind is printed, the rest counted.
+    warnings: std::collections::BTreeMap<&'static str, usize>,
 }
 
 impl ConsoleObserver {
@@ -41,6 +43,7 @@ impl ConsoleObserver {
             bar,
             every: every.max(1),
             metrics,
+            warnings: Default::default(),
         })
     }
 
@@ -55,6 +58,11 @@ impl ConsoleObserver {
 
     pub fn finish(&mut self) {
         self.bar.finish_and_clear();
+        for (kind, n) in std::mem::take(&mut self.warnings) {
+            if n > 1 {
+                println!("warning `{kind}` occurred {n} times in all");
+            }
+        }
         if let Some(m) = &mut self.metrics {
             let _ = m.flush();
         }
@@ -88,6 +96,13 @@ impl Observer for ConsoleObserver {
     }
 
     fn on_event(&mut self, e: &Event) {
-        self.line(&format!("warning: {}", e.message));
+        let seen = self.warnings.entry(e.kind).or_default();
+        *seen += 1;
+        if *seen == 1 {
+            self.line(&format!(
+                "warning: {} [further `{}` warnings are counted]",
+                e.message, e.kind
+            ));
+        }
     }
 }
