@@ -11,7 +11,7 @@ mod train_cmd;
 
 use data_cmd::progress as progress_bar;
 
-use std::path::PathBuf;
+use std::path::Path;
 
 use clap::{Parser, Subcommand};
 
@@ -158,7 +158,7 @@ fn device(spec: &str) -> anyhow::Result<candle_core::Device> {
 }
 
 /// A model directory argument that must exist.
-fn model_dir(path: &PathBuf) -> anyhow::Result<&PathBuf> {
+fn model_dir(path: &Path) -> anyhow::Result<&Path> {
     if !path.is_dir() {
         anyhow::bail!(
             "{}: no such model directory (create one with `chartrl model init --preset tiny --out {}`)",

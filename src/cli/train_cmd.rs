@@ -103,9 +103,9 @@ fn load_data(data: &Option<PathBuf>, size: usize) -> anyhow::Result<Vec<Sample>>
 }
 
 fn load_policy(dir: &Path) -> anyhow::Result<Policy> {
-    let dir = super::model_dir(&dir.to_path_buf())?.clone();
+    let dir = super::model_dir(dir)?;
     let dev = candle_core::Device::Cpu;
-    Ok(Policy::load(&dir, &dev, default_dtype(&dev))?)
+    Ok(Policy::load(dir, &dev, default_dtype(&dev))?)
 }
 
 fn config_from(a: &TrainArgs) -> anyhow::Result<TrainConfig> {

@@ -164,7 +164,7 @@ impl RlTrainer {
         step: usize,
         obs: &mut dyn Observer,
     ) -> Result<StepMetrics, TrainError> {
-        let cfg = self.config.clone();
+        let cfg = &self.config;
         let t0 = Instant::now();
         let idx = self.batch_indices(step);
         let mut prompts = Vec::with_capacity(idx.len());
