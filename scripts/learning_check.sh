@@ -11,12 +11,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --quiet
 subset=${SUBSET:-20} epochs=${EPOCHS:-20}
-out=${OUT:-runs/learning-grpo-$subset}
+name=${NAME:-learning-grpo-$subset-$epochs}
 ./target/release/chartrl train --mode grpo --model models/tiny-warm --subset-size "$subset" \
     --num-epochs "$epochs" --batch-size 2 --num-generations "${GENERATIONS:-8}" \
     --temperature "${TEMPERATURE:-0.7}" --learning-rate "${LR:-1e-4}" --log-every 20 \
-    --out "$out" "$@"
-python3 - "$out/metrics.jsonl" "$(( (subset + 1) / 2 ))" <<'PY'
+    --name "$name" "$@"
+./target/release/chartrl runs export "$name" --format jsonl --out "runs/$name/metrics.jsonl"
+python3 - "runs/$name/metrics.jsonl" "$(( (subset + 1) / 2 ))" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 w = max(40, int(sys.argv[2]))

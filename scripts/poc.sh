@@ -12,6 +12,7 @@ bin=./target/release/chartrl
 for mode in grpo psr nsr w-reinforce; do
     start=$(date +%s)
     "$bin" train --mode "$mode" --model models/tiny-warm --subset-size 100 --num-generations 4 \
-        --batch-size 2 --log-every 10 --out "runs/poc-$mode" "$@"
+        --batch-size 2 --log-every 10 --name "poc-$mode" --experiment poc "$@"
     echo "$mode: $(( $(date +%s) - start ))s wall"
 done
+"$bin" runs

@@ -10,4 +10,6 @@ pub mod model;
 pub mod parallel;
 pub mod plot;
 pub mod reward;
+pub mod runs;
+pub mod store;
 pub mod train;

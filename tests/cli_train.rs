@@ -66,35 +66,25 @@ fn warm_start_then_train_each_mode_briefly() {
                 "2",
                 "--max-completion-length",
                 "8",
-                "--out",
+                "--name",
                 &run,
             ],
             tmp.path(),
         );
         assert!(out.contains(needle), "{mode}: {out}");
-        let metrics = std::fs::read_to_string(tmp.path().join(&run).join("metrics.jsonl")).unwrap();
-        assert_eq!(metrics.lines().count(), 1);
+        let csv = ok(&["runs", "export", &run], tmp.path());
+        assert!(csv.starts_with("step,key,value,time\n0,"), "{csv}");
         assert!(tmp
             .path()
+            .join("runs")
             .join(&run)
             .join("model/model.safetensors")
             .is_file());
     }
-    let err = user_error(
-        &["train", "--mode", "ppo", "--model", "w", "--out", "x"],
-        tmp.path(),
-    );
+    let err = user_error(&["train", "--mode", "ppo", "--model", "w"], tmp.path());
     assert!(err.contains("ppo"), "{err}");
     let err = user_error(
-        &[
-            "train",
-            "--model",
-            "w",
-            "--out",
-            "x",
-            "--set",
-            "num_generation=3",
-        ],
+        &["train", "--model", "w", "--set", "num_generation=3"],
         tmp.path(),
     );
     assert!(

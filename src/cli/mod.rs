@@ -6,7 +6,9 @@ mod data_cmd;
 mod model_cmd;
 mod progress;
 mod rewards_cmd;
+mod runs_cmd;
 mod sample_cmd;
+mod signals;
 mod train_cmd;
 
 use data_cmd::progress as progress_bar;
@@ -43,10 +45,15 @@ enum Command {
     WarmStart(train_cmd::WarmStartArgs),
     /// Train with RL: grpo, psr, nsr or w-reinforce
     ///
-    /// Options default to configs/trainer.yaml; flags override them.
+    /// Options default to configs/trainer.yaml; flags override them. The run is recorded in
+    /// the store (--db); the same command again resumes it after a crash or Ctrl-C.
     ///
-    /// Example: chartrl train --mode nsr --model models/tiny-warm --subset-size 100 --out runs/poc-nsr
+    /// Example: chartrl train --mode nsr --model models/tiny-warm --subset-size 100
     Train(Box<train_cmd::TrainArgs>),
+    /// List runs; `runs show RUN` for one run, `runs export RUN` for its metrics
+    ///
+    /// Example: chartrl runs; chartrl runs show nsr-n100-1a2b3c4d; chartrl runs export nsr-n100-1a2b3c4d --format csv
+    Runs(runs_cmd::RunsArgs),
     /// Sample completions of a prompt (by default a synthetic test question) from a model
     ///
     /// Example: chartrl sample --model models/tiny --index 7 -n 4
@@ -81,6 +88,7 @@ pub fn main() -> i32 {
         Command::Rewards(cmd) => rewards_cmd::run(cmd),
         Command::WarmStart(args) => train_cmd::warm(args),
         Command::Train(args) => train_cmd::train(*args),
+        Command::Runs(args) => runs_cmd::run(args),
         Command::Sample(args) => sample_cmd::run(args),
         Command::Bench(args) => bench_cmd::run(args),
     };
@@ -93,24 +101,62 @@ pub fn main() -> i32 {
     }
 }
 
-/// Internal errors (tensor kernels, a broken invariant) exit 2; everything else is the user's
-/// input and exits 1.
+/// A run stopped by a signal: exits 128 + the signal's number, as shells expect.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Interrupted {
+    pub code: i32,
+    pub message: String,
+}
+
+/// Internal errors (tensor kernels, a broken invariant, the store's SQLite) exit 2; a run
+/// stopped by a signal exits 128 + its number; everything else is the user's input and exits 1.
 fn exit_code(err: &anyhow::Error) -> i32 {
-    use crate::model::ModelError;
-    use crate::train::TrainError;
-    let internal = err.chain().any(|e| {
-        e.downcast_ref::<candle_core::Error>().is_some()
-            || matches!(e.downcast_ref::<ModelError>(), Some(ModelError::Candle(_)))
-            || matches!(
-                e.downcast_ref::<TrainError>(),
-                Some(TrainError::Candle(_)) | Some(TrainError::Model(ModelError::Candle(_)))
-            )
-    });
-    if internal {
+    if let Some(i) = err.downcast_ref::<Interrupted>() {
+        return i.code;
+    }
+    if err.chain().any(internal) {
         2
     } else {
         1
     }
+}
+
+/// Whether an error is chartrl's fault rather than its input's: a tensor kernel failure or
+/// an SQLite failure other than opening the file.
+fn internal(e: &(dyn std::error::Error + 'static)) -> bool {
+    use crate::model::ModelError;
+    use crate::runs::RunError;
+    use crate::store::StoreError;
+    use crate::train::TrainError;
+    if e.is::<candle_core::Error>() || e.is::<rusqlite::Error>() {
+        return true;
+    }
+    if let Some(m) = e.downcast_ref::<ModelError>() {
+        return matches!(m, ModelError::Candle(_));
+    }
+    if let Some(t) = e.downcast_ref::<TrainError>() {
+        return match t {
+            TrainError::Candle(_) => true,
+            TrainError::Model(m) => internal(m),
+            TrainError::Step { source, .. } => internal(source.as_ref()),
+            _ => false,
+        };
+    }
+    if let Some(s) = e.downcast_ref::<StoreError>() {
+        return matches!(s, StoreError::Sql(_) | StoreError::Migration { .. });
+    }
+    if let Some(r) = e.downcast_ref::<RunError>() {
+        return match r {
+            RunError::Candle(_) => true,
+            RunError::Model(m) => internal(m),
+            RunError::Train(t) => internal(t),
+            RunError::Store(s) => internal(s),
+            RunError::InRun { source, .. } => internal(source.as_ref()),
+            _ => false,
+        };
+    }
+    false
 }
 
 /// Runs candle's kernels on one thread unless the user set `RAYON_NUM_THREADS`: chartrl
@@ -194,5 +240,30 @@ mod tests {
         };
         assert_eq!(exit_code(&anyhow::Error::from(bad)), 1);
         assert_eq!(exit_code(&anyhow::anyhow!("unknown split")), 1);
+
+        use crate::runs::RunError;
+        use crate::store::StoreError;
+        let in_run = RunError::InRun {
+            run: "r".into(),
+            source: Box::new(RunError::Train(TrainError::Step {
+                step: 1,
+                source: Box::new(TrainError::Candle(kernel())),
+            })),
+        };
+        assert_eq!(exit_code(&anyhow::Error::from(in_run)), 2);
+        let sql = StoreError::Sql(rusqlite::Error::InvalidQuery);
+        assert_eq!(exit_code(&anyhow::Error::from(RunError::Store(sql))), 2);
+        let busy = StoreError::Busy {
+            name: "r".into(),
+            host: "h".into(),
+            pid: 1,
+            age_s: 0.0,
+        };
+        assert_eq!(exit_code(&anyhow::Error::from(busy)), 1);
+        let stopped = Interrupted {
+            code: signals::exit_code(2),
+            message: "stopped".into(),
+        };
+        assert_eq!(exit_code(&anyhow::Error::from(stopped)), 130);
     }
 }

@@ -1,9 +1,9 @@
 //! The console observer: the per-step line researchers read, above a progress bar (steps,
-//! s/it, ETA) that is hidden when stderr is not a terminal; warnings as they happen; and every
-//! step's metrics appended to a JSONL file.
+//! s/it, ETA) that is hidden when stderr is not a terminal; warnings as they happen; and the
+//! stop request of Ctrl-C or SIGTERM, passed to the trainer between steps.
 
-use std::io::Write;
-use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -12,14 +12,15 @@ use crate::train::{Event, Observer, Phase, StepMetrics};
 pub struct ConsoleObserver {
     bar: ProgressBar,
     every: usize,
-    metrics: Option<std::io::BufWriter<std::fs::File>>,
+    /// The signal number that asked to stop (0: none).
+    stop: Option<Arc<AtomicUsize>>,
     /// Warnings seen, by kind: the first of each kind is printed, the rest counted.
     warnings: std::collections::BTreeMap<&'static str, usize>,
 }
 
 impl ConsoleObserver {
-    /// Prints every `every`-th step line; writes metrics to `metrics_path` when given.
-    pub fn new(every: usize, metrics_path: Option<&Path>) -> anyhow::Result<Self> {
+    /// Prints every `every`-th step line.
+    pub fn new(every: usize) -> anyhow::Result<Self> {
         let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
         bar.set_style(
             ProgressStyle::with_template(
@@ -28,23 +29,18 @@ impl ConsoleObserver {
             .unwrap_or_else(|_| ProgressStyle::default_bar())
             .progress_chars("=> "),
         );
-        let metrics = match metrics_path {
-            Some(p) => {
-                let f = std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(p)
-                    .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
-                Some(std::io::BufWriter::new(f))
-            }
-            None => None,
-        };
         Ok(Self {
             bar,
             every: every.max(1),
-            metrics,
+            stop: None,
             warnings: Default::default(),
         })
+    }
+
+    /// Stops the run between steps once `flag` holds a signal number.
+    pub fn stop_on(mut self, flag: Arc<AtomicUsize>) -> Self {
+        self.stop = Some(flag);
+        self
     }
 
     /// A line on stdout, above the bar when one is drawn.
@@ -62,9 +58,6 @@ impl ConsoleObserver {
             if n > 1 {
                 println!("warning `{kind}` occurred {n} times in all");
             }
-        }
-        if let Some(m) = &mut self.metrics {
-            let _ = m.flush();
         }
     }
 }
@@ -84,15 +77,6 @@ impl Observer for ConsoleObserver {
         if m.step.is_multiple_of(self.every) || m.step + 1 == m.total_steps {
             self.line(&m.console_line());
         }
-        if let Some(w) = &mut self.metrics {
-            let mut obj = serde_json::Map::new();
-            obj.insert("step".into(), m.step.into());
-            for (k, v) in &m.values {
-                obj.insert(k.clone(), serde_json::json!(v));
-            }
-            // One flushed line per step: a killed run never leaves a torn record.
-            let _ = writeln!(w, "{}", serde_json::Value::Object(obj)).and_then(|_| w.flush());
-        }
     }
 
     fn on_event(&mut self, e: &Event) {
@@ -104,5 +88,11 @@ impl Observer for ConsoleObserver {
                 e.message, e.kind
             ));
         }
+    }
+
+    fn should_stop(&self) -> bool {
+        self.stop
+            .as_ref()
+            .is_some_and(|f| f.load(Ordering::Relaxed) != 0)
     }
 }

@@ -9,13 +9,19 @@ use super::progress::ConsoleObserver;
 use crate::data::{DataSource, Generator, PromptTemplate, Sample, Split};
 use crate::eval::greedy_accuracy;
 use crate::model::{default_dtype, Policy};
-use crate::train::{warm_start, RlTrainer, TrainConfig, WarmStartConfig};
+use crate::runs::{self, ClaimPolicy, Ending, TrainRequest};
+use crate::store::Store;
+use crate::train::{warm_start, TrainConfig, WarmStartConfig};
 
-/// Train a model with RL in one of the four modes.
+/// Where the run store lives unless `--db` says otherwise.
+pub const DEFAULT_DB: &str = "runs/chartrl.db";
+
+/// Train a model with RL in one of the four modes, as a run in the store.
 ///
-/// Options default to configs/trainer.yaml; flags override them.
+/// Options default to configs/trainer.yaml; flags override them. Running the same command again
+/// resumes an unfinished run from its latest checkpoint, or reports a finished one.
 ///
-/// Example: chartrl train --mode nsr --model models/tiny-warm --subset-size 100 --num-generations 4 --batch-size 2 --out runs/poc-nsr
+/// Example: chartrl train --mode nsr --model models/tiny-warm --subset-size 100 --num-generations 4 --batch-size 2
 #[derive(Args, Debug)]
 pub struct TrainArgs {
     /// Model directory to start from
@@ -24,9 +30,18 @@ pub struct TrainArgs {
     /// Training data: .jsonl or ChartQA .json; default: the synthetic train split (seed 2025)
     #[arg(long)]
     data: Option<PathBuf>,
-    /// Directory for the final model (model/) and per-step metrics (metrics.jsonl)
+    /// The run store; checkpoints and the final model go beside it, under RUNS_ROOT/NAME/
+    #[arg(long, default_value = DEFAULT_DB)]
+    db: PathBuf,
+    /// Run name (default: MODE-nSUBSET-HASH8, from the run's identity)
     #[arg(long)]
-    out: PathBuf,
+    name: Option<String>,
+    /// Group the run under this experiment
+    #[arg(long)]
+    experiment: Option<String>,
+    /// Take the run over even if another process seems to be training it
+    #[arg(long)]
+    force: bool,
     /// A YAML file of trainer options (on top of configs/trainer.yaml)
     #[arg(long)]
     config: Option<PathBuf>,
@@ -55,8 +70,12 @@ pub struct TrainArgs {
     max_completion_length: Option<usize>,
     #[arg(long)]
     seed: Option<u64>,
+    /// Checkpoint every N steps (and at the end)
     #[arg(long)]
     save_steps: Option<usize>,
+    /// Checkpoints kept (0: all)
+    #[arg(long)]
+    save_total_limit: Option<usize>,
     /// Any other option as key=value (JSON values), e.g. --set loss_type="dr_grpo"
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
@@ -143,6 +162,7 @@ fn config_from(a: &TrainArgs) -> anyhow::Result<TrainConfig> {
     );
     put("seed", a.seed.map(Into::into));
     put("save_steps", a.save_steps.map(Into::into));
+    put("save_total_limit", a.save_total_limit.map(Into::into));
     for kv in &a.set {
         let (k, v) = kv
             .split_once('=')
@@ -156,27 +176,68 @@ fn config_from(a: &TrainArgs) -> anyhow::Result<TrainConfig> {
 
 pub fn train(a: TrainArgs) -> anyhow::Result<()> {
     let cfg = config_from(&a)?;
-    let samples = load_data(&a.data, cfg.subset_size)?;
-    let policy = load_policy(&a.model)?;
-    std::fs::create_dir_all(&a.out).map_err(|e| anyhow::anyhow!("{}: {e}", a.out.display()))?;
-    let metrics_path = a.out.join("metrics.jsonl");
-    let _ = std::fs::remove_file(&metrics_path);
-    std::fs::write(a.out.join("config.yaml"), serde_yaml::to_string(&cfg)?)?;
-    let mut trainer = RlTrainer::new(cfg, policy, &samples, PromptTemplate::load_default()?)?;
-    let mut obs = ConsoleObserver::new(a.log_every, Some(&metrics_path))?;
-    let summary = trainer.run(&mut obs);
+    super::model_dir(&a.model)?;
+    let mut store = Store::open(&a.db)?;
+    let request = TrainRequest {
+        config: cfg,
+        model: a.model.clone(),
+        data: a.data.clone(),
+        name: a.name.clone(),
+        experiment: a.experiment.clone(),
+    };
+    let claim = ClaimPolicy {
+        force: a.force,
+        ..ClaimPolicy::default()
+    };
+    let stop = super::signals::stop_flag()?;
+    let mut obs = ConsoleObserver::new(a.log_every)?.stop_on(stop.clone());
+    let outcome = runs::train(&mut store, &request, &claim, &mut obs);
     obs.finish();
-    let summary = summary?;
-    trainer.policy.save(&a.out.join("model"))?;
-    println!(
-        "{} {} steps in {:.1}s ({:.2} s/step); model in {}, metrics in {}",
-        trainer.config.mode.name().to_uppercase(),
-        summary.steps_done,
-        summary.seconds,
-        summary.seconds / summary.steps_done.max(1) as f64,
-        a.out.join("model").display(),
-        metrics_path.display()
-    );
+    let o = outcome?;
+    let run = &o.run;
+    if let Some(asked) = a.name.as_ref().filter(|n| **n != run.name) {
+        println!(
+            "note: this configuration already ran as `{}`; --name {asked} is not used",
+            run.name
+        );
+    }
+    if let Some(step) = o.resumed_from {
+        println!("resumed `{}` from its checkpoint at step {step}", run.name);
+    }
+    match o.ending {
+        Ending::AlreadyDone => println!(
+            "run `{}` is already done ({}/{} steps); model in {}; see `chartrl runs show {}`",
+            run.name,
+            run.step,
+            run.total_steps,
+            o.model_dir.display(),
+            run.name
+        ),
+        Ending::Finished => println!(
+            "{} `{}`: {} steps in {:.1}s ({:.2} s/step); model in {}; metrics: `chartrl runs show {}`",
+            request.config.mode.name().to_uppercase(),
+            run.name,
+            o.steps_done,
+            o.seconds,
+            o.seconds / o.steps_done.max(1) as f64,
+            o.model_dir.display(),
+            run.name
+        ),
+        Ending::Stopped => {
+            let signal = stop.load(std::sync::atomic::Ordering::Relaxed);
+            return Err(super::Interrupted {
+                code: super::signals::exit_code(signal),
+                message: format!(
+                    "{} stopped run `{}` at step {}/{}; checkpoint saved; run the same command to resume",
+                    super::signals::name(signal),
+                    run.name,
+                    run.step,
+                    run.total_steps
+                ),
+            }
+            .into());
+        }
+    }
     Ok(())
 }
 
@@ -193,7 +254,7 @@ pub fn warm(a: WarmStartArgs) -> anyhow::Result<()> {
     let samples = load_data(&a.data, cfg.samples)?;
     let policy = load_policy(&a.model)?;
     let template = PromptTemplate::load_default()?;
-    let mut obs = ConsoleObserver::new(a.log_every, None)?;
+    let mut obs = ConsoleObserver::new(a.log_every)?;
     let summary = warm_start(&policy, &samples, &cfg, &template, &mut obs);
     obs.finish();
     let summary = summary?;

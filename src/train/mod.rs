@@ -11,9 +11,9 @@ pub mod sft;
 
 pub use config::{LossType, Mode, Schedule, TrainConfig};
 pub use grads::{backward_pieces, clip_factor, global_norm, Grads};
-pub use observe::{Event, Level, Observer, Phase, Recorder, StepMetrics};
+pub use observe::{Event, Example, Level, Observer, Phase, Recorder, StepMetrics, TIMING_KEYS};
 pub use optim::{AdamW, AdamWConfig};
-pub use rl::{RlTrainer, RunSummary};
+pub use rl::{Cursor, RlTrainer, RunSummary};
 pub use sft::{warm_start, WarmStartConfig};
 
 /// Errors of the trainer, naming the option, run or step involved.

@@ -8,6 +8,10 @@ use serde::Serialize;
 
 use super::Mode;
 
+/// Metrics that measure wall-clock time: they differ between two runs of the same
+/// configuration, unlike every other metric.
+pub const TIMING_KEYS: [&str; 4] = ["rollout_time", "update_time", "step_time", "tokens_per_s"];
+
 /// What kind of training produced a step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum Phase {
@@ -29,6 +33,21 @@ pub struct StepMetrics {
     pub incorrect: usize,
     pub kept: usize,
     pub lambda_psr: f64,
+    /// The step's best and worst completions by total reward (RL steps only).
+    pub examples: Vec<Example>,
+}
+
+/// A completion kept as an example of a step.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Example {
+    /// `best` or `worst`.
+    pub rank: &'static str,
+    pub prompt_id: String,
+    pub completion: String,
+    /// Each reward function's score.
+    pub rewards: BTreeMap<String, f64>,
+    pub reward: f64,
+    pub advantage: f64,
 }
 
 impl StepMetrics {

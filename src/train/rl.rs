@@ -11,10 +11,11 @@ use std::time::Instant;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
 
 use super::grads::{backward_pieces, clip_factor, global_norm};
 use super::objective::{advantages, group_loss, LossStats, Normaliser};
-use super::observe::{mean_std, Event, Level, Observer, Phase, StepMetrics};
+use super::observe::{mean_std, Event, Example, Level, Observer, Phase, StepMetrics};
 use super::optim::{AdamW, AdamWConfig};
 use super::{Mode, TrainConfig, TrainError};
 use crate::data::{PromptTemplate, Sample};
@@ -50,6 +51,28 @@ pub fn derive_seed(seed: u64, index: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
+}
+
+/// The seed of step `step`'s sampling RNG.
+pub fn rollout_seed(seed: u64, step: usize) -> u64 {
+    derive_seed(seed ^ 0x5A4D_504C, step as u64)
+}
+
+/// Where the data and random streams stand before a step. Everything here derives from the
+/// seed and the step; a checkpoint records it so a resume can check it derives the same.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Cursor {
+    /// Steps done: the next step to take.
+    pub step: usize,
+    pub epoch: usize,
+    /// Position of the next batch within the epoch's sample order.
+    pub position: usize,
+    /// Seed of the epoch's shuffle.
+    pub order_seed: u64,
+    /// Seed of the next step's sampling RNG.
+    pub rollout_seed: u64,
+    /// Learning rate of the next step.
+    pub learning_rate: f64,
 }
 
 impl RlTrainer {
@@ -101,15 +124,33 @@ impl RlTrainer {
         self.config.total_steps()
     }
 
+    /// Where the trainer stands (see [`Cursor`]).
+    pub fn cursor(&self) -> Cursor {
+        let spe = self.config.steps_per_epoch();
+        Cursor {
+            step: self.step,
+            epoch: self.step / spe,
+            position: (self.step % spe) * self.config.batch_size,
+            order_seed: derive_seed(self.config.seed, (self.step / spe) as u64),
+            rollout_seed: rollout_seed(self.config.seed, self.step),
+            learning_rate: self.config.lr_at(self.step),
+        }
+    }
+
+    /// Continues from a checkpoint: `step` steps done, with their optimizer state. The
+    /// weights are restored into `self.policy` by the caller.
+    pub fn restore(&mut self, step: usize, optimizer: AdamW) {
+        self.step = step;
+        self.optimizer = optimizer;
+    }
+
     /// Indices of the samples of `step`.
     pub fn batch_indices(&self, step: usize) -> Vec<usize> {
         let spe = self.config.steps_per_epoch();
         let epoch = step / spe;
         let mut order: Vec<usize> = (0..self.samples.len()).collect();
-        order.shuffle(&mut ChaCha8Rng::seed_from_u64(derive_seed(
-            self.config.seed,
-            epoch as u64,
-        )));
+        let order_seed = derive_seed(self.config.seed, epoch as u64);
+        order.shuffle(&mut ChaCha8Rng::seed_from_u64(order_seed));
         let b = self.config.batch_size;
         let start = (step % spe) * b;
         order[start..(start + b).min(order.len())].to_vec()
@@ -181,7 +222,7 @@ impl RlTrainer {
             max_new_tokens: cfg.max_completion_length,
             stop_at_eos: true,
         };
-        let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(cfg.seed ^ 0x5A4D_504C, step as u64));
+        let mut rng = ChaCha8Rng::seed_from_u64(rollout_seed(cfg.seed, step));
         let groups =
             self.policy
                 .sample_groups(&prompts, cfg.num_generations, &sampling, &mut rng)?;
@@ -244,7 +285,9 @@ impl RlTrainer {
             incorrect: correct.iter().filter(|c| !**c).count(),
             kept: kept_seqs,
             lambda_psr: cfg.lambda_psr,
+            examples: Vec::new(),
         };
+        m.examples = examples(&flat, &idx, &self.samples, &scores, &adv, g);
         self.warn_about(step, &m, &groups, obs);
 
         let lr = cfg.lr_at(step);
@@ -431,6 +474,46 @@ impl RlTrainer {
             );
         }
     }
+}
+
+/// The step's best and worst completions by total reward (the first of equals).
+fn examples(
+    flat: &[(usize, &Completion)],
+    idx: &[usize],
+    samples: &[Sample],
+    scores: &crate::reward::RewardScores,
+    adv: &[(Vec<f64>, Vec<bool>)],
+    g: usize,
+) -> Vec<Example> {
+    if flat.is_empty() {
+        return Vec::new();
+    }
+    let total = &scores.total;
+    let mut best = 0;
+    let mut worst = 0;
+    for i in 1..total.len() {
+        if total[i] > total[best] {
+            best = i;
+        }
+        if total[i] < total[worst] {
+            worst = i;
+        }
+    }
+    [("best", best), ("worst", worst)]
+        .into_iter()
+        .map(|(rank, i)| Example {
+            rank,
+            prompt_id: samples[idx[flat[i].0]].id.clone(),
+            completion: flat[i].1.text.clone(),
+            rewards: scores
+                .per_function
+                .iter()
+                .map(|(name, v)| (name.clone(), v[i]))
+                .collect(),
+            reward: total[i],
+            advantage: adv[i / g].0[i % g],
+        })
+        .collect()
 }
 
 /// What one group's backward piece reports besides its loss tensor.

@@ -151,6 +151,7 @@ pub fn warm_start(
             incorrect: 0,
             kept: batch.len(),
             lambda_psr: 0.0,
+            examples: Vec::new(),
         };
         m.values.insert("loss".into(), losses.iter().sum());
         m.values.insert("grad_norm".into(), norm);

@@ -1,0 +1,429 @@
+//! Runs that survive crashes: a training request becomes a run in the store, keyed by the
+//! identity of its resolved configuration, input model and data. Starting a run that exists
+//! returns its results when it is done, resumes it from its latest valid checkpoint when it
+//! was interrupted, failed or its process died, and refuses to train it twice at once.
+//!
+//! Resume is exact: the data order and sampling RNG derive from the seed and the step (see
+//! `train::rl`), and a checkpoint holds weights, AdamW moments and the step, so a resumed run
+//! records the same metrics and ends with the same weights as one never interrupted.
+
+pub mod checkpoint;
+pub mod identity;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::data::{DataSource, Generator, PromptTemplate, Sample, Split};
+use crate::model::{default_dtype, Policy};
+use crate::store::{
+    write::StepRecord, CheckpointRow, EventRow, Heartbeat, Kind, NewRun, Owner, Run, SampleRow,
+    Status, Store, StoreError,
+};
+use crate::train::{Event, Observer, Phase, RlTrainer, StepMetrics, TrainConfig, TrainError};
+
+/// Seed of the synthetic training split used when no data file is given.
+pub const SYNTHETIC_SEED: u64 = 2025;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("checkpoint {path}: {msg}")]
+    Checkpoint { path: PathBuf, msg: String },
+    #[error("run name `{0}`: use letters, digits, `.`, `_` and `-` (not starting with `.`)")]
+    BadName(String),
+    #[error("run `{run}`: {source}")]
+    InRun { run: String, source: Box<RunError> },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Train(#[from] TrainError),
+    #[error(transparent)]
+    Model(#[from] crate::model::ModelError),
+    #[error(transparent)]
+    Data(#[from] crate::data::DataError),
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+}
+
+impl RunError {
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
+        RunError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// What to train: options, input model and data, and optionally a name and experiment.
+#[derive(Debug, Clone)]
+pub struct TrainRequest {
+    pub config: TrainConfig,
+    pub model: PathBuf,
+    /// A data file; `None`: the synthetic train split.
+    pub data: Option<PathBuf>,
+    /// Default: `MODE-nSUBSET-IDENTITY8`.
+    pub name: Option<String>,
+    pub experiment: Option<String>,
+}
+
+/// How to treat another process's claim on the run.
+#[derive(Debug, Clone, Copy)]
+pub struct ClaimPolicy {
+    /// Another host's claim whose heartbeat is older than this is stale.
+    pub stale_after: Duration,
+    /// Take the run over whatever claim it carries.
+    pub force: bool,
+    pub heartbeat_every: Duration,
+}
+
+impl Default for ClaimPolicy {
+    fn default() -> Self {
+        Self {
+            stale_after: Duration::from_secs(300),
+            force: false,
+            heartbeat_every: Duration::from_secs(15),
+        }
+    }
+}
+
+/// How a call to [`train`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// The run was already done; nothing was trained.
+    AlreadyDone,
+    Finished,
+    /// The observer asked to stop; a checkpoint was written and the run marked interrupted.
+    Stopped,
+}
+
+#[derive(Debug, Clone)]
+pub struct TrainOutcome {
+    pub run: Run,
+    pub ending: Ending,
+    /// The checkpoint step this process resumed from.
+    pub resumed_from: Option<usize>,
+    pub steps_done: usize,
+    pub seconds: f64,
+    /// The final model (Hugging Face layout), written when the run finishes.
+    pub model_dir: PathBuf,
+}
+
+/// The samples a run trains on: the data file's, or the synthetic train split.
+pub fn training_samples(data: Option<&Path>, n: usize) -> Result<Vec<Sample>, RunError> {
+    Ok(match data {
+        Some(p) => DataSource::from_path(p)?.load()?,
+        None => Generator::new(Split::Train, SYNTHETIC_SEED)
+            .take(n)
+            .collect(),
+    })
+}
+
+/// The run this request names: identity, name and the configuration document stored with it.
+pub fn plan(req: &TrainRequest) -> Result<NewRun, RunError> {
+    let model_id = identity::model_identity(&req.model)?;
+    let data_id = identity::data_identity(req.data.as_deref(), SYNTHETIC_SEED)?;
+    let doc = serde_json::json!({
+        "kind": Kind::Train.as_str(),
+        "train": req.config,
+        "model": model_id,
+        "data": data_id,
+    });
+    let identity = identity::identity_of(&doc);
+    let name = match &req.name {
+        Some(n) => n.clone(),
+        None => format!(
+            "{}-n{}-{}",
+            req.config.mode.name(),
+            req.config.subset_size,
+            &identity[..8]
+        ),
+    };
+    identity::check_name(&name)?;
+    let mut config = doc;
+    config["model_path"] = req.model.display().to_string().into();
+    config["data_path"] = req.data.as_ref().map(|p| p.display().to_string()).into();
+    Ok(NewRun {
+        identity,
+        name,
+        experiment: req.experiment.clone(),
+        kind: Kind::Train,
+        mode: Some(req.config.mode.name().to_string()),
+        config,
+        total_steps: req.config.total_steps(),
+    })
+}
+
+/// Trains the requested run to its end, resuming it if it exists, or returns it when done.
+/// Stops between steps when `obs.should_stop()`.
+pub fn train(
+    store: &mut Store,
+    req: &TrainRequest,
+    claim: &ClaimPolicy,
+    obs: &mut dyn Observer,
+) -> Result<TrainOutcome, RunError> {
+    let new = plan(req)?;
+    let (run, _) = store.find_or_create_run(&new)?;
+    let model_dir = store.root().join(&run.name).join("model");
+    if run.status == Status::Done {
+        return Ok(TrainOutcome {
+            run,
+            ending: Ending::AlreadyDone,
+            resumed_from: None,
+            steps_done: 0,
+            seconds: 0.0,
+            model_dir,
+        });
+    }
+    let me = Owner::current();
+    let run = store.claim(&run, &me, claim.stale_after, claim.force)?;
+    let _heartbeat = Heartbeat::start(
+        store.path().to_path_buf(),
+        run.id,
+        me.token.clone(),
+        claim.heartbeat_every,
+    );
+    let result = drive(store, req, &run, &model_dir, obs);
+    let (status, error) = match &result {
+        Ok(o) if o.ending == Ending::Finished => (Status::Done, None),
+        Ok(_) => (Status::Interrupted, None),
+        Err(RunError::Store(StoreError::LeaseLost(_))) => return result,
+        Err(e) => (Status::Failed, Some(e.to_string())),
+    };
+    store.release(&run, &me, status, error.as_deref())?;
+    let mut outcome = result.map_err(|e| RunError::InRun {
+        run: run.name.clone(),
+        source: Box::new(e),
+    })?;
+    outcome.run = store.run_by_id(run.id)?;
+    Ok(outcome)
+}
+
+/// The claimed run's training: restore, step, record, checkpoint, finish.
+fn drive(
+    store: &mut Store,
+    req: &TrainRequest,
+    run: &Run,
+    model_dir: &Path,
+    obs: &mut dyn Observer,
+) -> Result<TrainOutcome, RunError> {
+    let start = Instant::now();
+    let root = store.root();
+    let cfg = &req.config;
+    let samples = training_samples(req.data.as_deref(), cfg.subset_size)?;
+    let dev = candle_core::Device::Cpu;
+    let policy = Policy::load(&req.model, &dev, default_dtype(&dev))?;
+    let mut trainer = RlTrainer::new(
+        cfg.clone(),
+        policy,
+        &samples,
+        PromptTemplate::load_default()?,
+    )?;
+
+    let resumed_from = resume_point(store, run, &root, &mut trainer)?;
+    let first = trainer.step;
+    let total = trainer.total_steps();
+    obs.on_start(Phase::Rl(cfg.mode), first, total);
+
+    let mut stopped = false;
+    while trainer.step < total {
+        if obs.should_stop() {
+            stopped = true;
+            break;
+        }
+        let mut tee = Tee {
+            inner: obs,
+            events: Vec::new(),
+        };
+        let m = trainer.train_step(&mut tee)?;
+        let events = std::mem::take(&mut tee.events);
+        store.log_step(
+            run.id,
+            &StepRecord {
+                step: m.step,
+                values: Some(&m.values),
+                events: &events,
+                samples: &sample_rows(&m),
+            },
+        )?;
+        if cfg.save_steps > 0 && trainer.step % cfg.save_steps == 0 && trainer.step < total {
+            save_checkpoint(store, run, &root, &trainer, cfg.save_total_limit)?;
+        }
+    }
+    let latest = store.checkpoints(run.id)?.first().map(|c| c.step);
+    if latest != Some(trainer.step) {
+        save_checkpoint(store, run, &root, &trainer, cfg.save_total_limit)?;
+    }
+    if !stopped {
+        save_model(&trainer.policy, model_dir)?;
+    }
+    Ok(TrainOutcome {
+        run: run.clone(),
+        ending: if stopped {
+            Ending::Stopped
+        } else {
+            Ending::Finished
+        },
+        resumed_from,
+        steps_done: trainer.step - first,
+        seconds: start.elapsed().as_secs_f64(),
+        model_dir: model_dir.to_path_buf(),
+    })
+}
+
+/// Restores the newest checkpoint that matches its recorded hash, skipping (with a warning
+/// event) any that do not, and forgets what the run recorded after it. Returns its step.
+fn resume_point(
+    store: &mut Store,
+    run: &Run,
+    root: &Path,
+    trainer: &mut RlTrainer,
+) -> Result<Option<usize>, RunError> {
+    let ckpt_dir = root.join(&run.name).join("checkpoints");
+    let mut warnings = Vec::new();
+    let mut chosen: Option<CheckpointRow> = None;
+    for row in store.checkpoints(run.id)? {
+        match checkpoint::verify(root, &row) {
+            Ok(()) => {
+                chosen = Some(row);
+                break;
+            }
+            Err(why) => {
+                warnings.push(format!(
+                    "checkpoint at step {} skipped: {why}; falling back to the previous one",
+                    row.step
+                ));
+                store.delete_checkpoint(run.id, row.step)?;
+            }
+        }
+    }
+    let recorded: Vec<String> = store
+        .checkpoints(run.id)?
+        .iter()
+        .filter_map(|c| Path::new(&c.path).file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .collect();
+    checkpoint::sweep(&ckpt_dir, &recorded)?;
+    let step = match &chosen {
+        Some(row) => {
+            checkpoint::restore(&root.join(&row.path), trainer)?;
+            row.step
+        }
+        None => 0,
+    };
+    store.truncate_from(run.id, step)?;
+    let t = crate::store::now();
+    for message in warnings {
+        store.add_event(
+            run.id,
+            &EventRow {
+                step,
+                level: "warning".into(),
+                kind: "checkpoint_corrupt".into(),
+                message,
+                time: t,
+            },
+        )?;
+    }
+    if chosen.is_some() || run.step > 0 {
+        store.add_event(
+            run.id,
+            &EventRow {
+                step,
+                level: "info".into(),
+                kind: "resumed".into(),
+                message: match &chosen {
+                    Some(_) => format!("resumed from the checkpoint at step {step}"),
+                    None => "no valid checkpoint: started over from step 0".into(),
+                },
+                time: t,
+            },
+        )?;
+    }
+    Ok(chosen.map(|c| c.step))
+}
+
+/// Writes a checkpoint, records it, and deletes the oldest beyond `keep` (0 keeps all).
+fn save_checkpoint(
+    store: &mut Store,
+    run: &Run,
+    root: &Path,
+    trainer: &RlTrainer,
+    keep: usize,
+) -> Result<(), RunError> {
+    let rel = checkpoint::relative_path(&run.name, trainer.step);
+    let row = checkpoint::write(root, &rel, trainer)?;
+    store.add_checkpoint(run.id, &row)?;
+    if keep > 0 {
+        for old in store.checkpoints(run.id)?.into_iter().skip(keep) {
+            store.delete_checkpoint(run.id, old.step)?;
+            let dir = root.join(&old.path);
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir).map_err(|e| RunError::io(&dir, e))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Saves the final model through a temporary directory, replacing any earlier one.
+fn save_model(policy: &Policy, dir: &Path) -> Result<(), RunError> {
+    let tmp = dir.with_file_name(".tmp-model");
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(|e| RunError::io(&tmp, e))?;
+    }
+    policy.save(&tmp)?;
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).map_err(|e| RunError::io(dir, e))?;
+    }
+    std::fs::rename(&tmp, dir).map_err(|e| RunError::io(dir, e))
+}
+
+fn sample_rows(m: &StepMetrics) -> Vec<SampleRow> {
+    m.examples
+        .iter()
+        .map(|e| SampleRow {
+            step: m.step,
+            rank: e.rank.to_string(),
+            prompt_id: e.prompt_id.clone(),
+            completion: e.completion.clone(),
+            rewards: serde_json::json!(e.rewards),
+            reward: e.reward,
+            advantage: e.advantage,
+        })
+        .collect()
+}
+
+/// Forwards everything to the caller's observer and keeps the step's events for the store.
+struct Tee<'a> {
+    inner: &'a mut dyn Observer,
+    events: Vec<EventRow>,
+}
+
+impl Observer for Tee<'_> {
+    fn on_start(&mut self, phase: Phase, start: usize, total: usize) {
+        self.inner.on_start(phase, start, total);
+    }
+    fn on_step(&mut self, m: &StepMetrics) {
+        self.inner.on_step(m);
+    }
+    fn on_event(&mut self, e: &Event) {
+        self.events.push(EventRow {
+            step: e.step,
+            level: serde_json::to_value(e.level)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
+            kind: e.kind.to_string(),
+            message: e.message.clone(),
+            time: crate::store::now(),
+        });
+        self.inner.on_event(e);
+    }
+    fn should_stop(&self) -> bool {
+        self.inner.should_stop()
+    }
+}

@@ -1,0 +1,186 @@
+//! Writes: a step's metrics (with its events and kept completions) in one transaction,
+//! checkpoints, evaluations, and the truncation a resume starts with.
+
+use std::collections::BTreeMap;
+
+use rusqlite::TransactionBehavior;
+
+use super::{now, CheckpointRow, EventRow, SampleRow, Store, StoreError};
+
+/// Everything one training step records.
+#[derive(Debug, Clone, Default)]
+pub struct StepRecord<'a> {
+    pub step: usize,
+    pub values: Option<&'a BTreeMap<String, f64>>,
+    pub events: &'a [EventRow],
+    pub samples: &'a [SampleRow],
+}
+
+impl Store {
+    /// Records one step: its metrics (history and latest value), events and kept completions,
+    /// and moves the run's step counter, all in one transaction.
+    pub fn log_step(&mut self, run_id: i64, rec: &StepRecord) -> Result<(), StoreError> {
+        let t = now();
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        {
+            let mut metric = tx.prepare_cached(
+                "INSERT OR REPLACE INTO metrics (run_id, key, step, value, time)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            let mut latest = tx.prepare_cached(
+                "INSERT INTO latest_metrics (run_id, key, step, value, time)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (run_id, key) DO UPDATE
+                 SET step = excluded.step, value = excluded.value, time = excluded.time
+                 WHERE excluded.step >= latest_metrics.step",
+            )?;
+            for (key, value) in rec.values.into_iter().flatten() {
+                let v = value.is_finite().then_some(*value);
+                let params = rusqlite::params![run_id, key, rec.step as i64, v, t];
+                metric.execute(params)?;
+                latest.execute(params)?;
+            }
+            if !rec.events.is_empty() {
+                let mut event = tx.prepare_cached(
+                    "INSERT INTO events (run_id, step, level, kind, message, time)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )?;
+                for e in rec.events {
+                    event.execute(rusqlite::params![
+                        run_id,
+                        e.step as i64,
+                        e.level,
+                        e.kind,
+                        e.message,
+                        e.time
+                    ])?;
+                }
+            }
+            if !rec.samples.is_empty() {
+                let mut sample = tx.prepare_cached(
+                    "INSERT OR REPLACE INTO samples
+                 (run_id, step, rank, prompt_id, completion, rewards, reward, advantage)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )?;
+                for s in rec.samples {
+                    sample.execute(rusqlite::params![
+                        run_id,
+                        s.step as i64,
+                        s.rank,
+                        s.prompt_id,
+                        s.completion,
+                        s.rewards.to_string(),
+                        s.reward,
+                        s.advantage
+                    ])?;
+                }
+            }
+            tx.prepare_cached(
+                "UPDATE runs SET step = MAX(step, ?2), updated_at = ?3, heartbeat_at = ?3
+                 WHERE id = ?1",
+            )?
+            .execute(rusqlite::params![run_id, rec.step as i64 + 1, t])?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// One event outside a step's record (a skipped checkpoint, a resume).
+    pub fn add_event(&mut self, run_id: i64, e: &EventRow) -> Result<(), StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute(
+            "INSERT INTO events (run_id, step, level, kind, message, time)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            rusqlite::params![run_id, e.step as i64, e.level, e.kind, e.message, e.time],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Forgets everything a run recorded at steps `>= step` (metrics, events, completions,
+    /// evaluations) and sets its step counter to `step`: what a resume from a checkpoint
+    /// taken after `step` steps starts with.
+    pub fn truncate_from(&mut self, run_id: i64, step: usize) -> Result<(), StoreError> {
+        let s = step as i64;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        for table in ["metrics", "events", "samples", "evaluations"] {
+            tx.execute(
+                &format!("DELETE FROM {table} WHERE run_id = ?1 AND step >= ?2"),
+                rusqlite::params![run_id, s],
+            )?;
+        }
+        tx.execute("DELETE FROM latest_metrics WHERE run_id = ?1", [run_id])?;
+        tx.execute(
+            "INSERT INTO latest_metrics (run_id, key, step, value, time)
+             SELECT m.run_id, m.key, m.step, m.value, m.time FROM metrics m
+             WHERE m.run_id = ?1
+               AND m.step = (SELECT MAX(step) FROM metrics WHERE run_id = ?1 AND key = m.key)",
+            [run_id],
+        )?;
+        tx.execute(
+            "UPDATE runs SET step = ?2, updated_at = ?3 WHERE id = ?1",
+            rusqlite::params![run_id, s, now()],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Records a checkpoint whose files are already durable on disk.
+    pub fn add_checkpoint(&mut self, run_id: i64, c: &CheckpointRow) -> Result<(), StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute(
+            "INSERT OR REPLACE INTO checkpoints (run_id, step, path, sha256, size, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            rusqlite::params![
+                run_id,
+                c.step as i64,
+                c.path,
+                c.sha256,
+                c.size as i64,
+                c.created_at
+            ],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn delete_checkpoint(&mut self, run_id: i64, step: usize) -> Result<(), StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute(
+            "DELETE FROM checkpoints WHERE run_id = ?1 AND step = ?2",
+            rusqlite::params![run_id, step as i64],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Records (or replaces) a named evaluation of a run at a step; `metrics` is a JSON object.
+    pub fn add_evaluation(
+        &mut self,
+        run_id: i64,
+        step: usize,
+        name: &str,
+        metrics: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute(
+            "INSERT OR REPLACE INTO evaluations (run_id, step, name, metrics, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            rusqlite::params![run_id, step as i64, name, metrics.to_string(), now()],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+}

@@ -1,0 +1,278 @@
+//! Crash safety through the real binary and the real SQLite file: a run killed with SIGKILL at
+//! a random step, or in the middle of writing a checkpoint, and then re-run with the same
+//! command ends with the same weights and the same metric rows as a run never interrupted; a
+//! corrupted checkpoint is skipped with a warning; two processes never train one run at once.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use chartrl::runs::identity::sha256_file;
+use chartrl::store::{MetricRow, SampleRow, Store};
+use chartrl::train::TIMING_KEYS;
+use common::{ok, stderr};
+
+const RUN: &str = "crash";
+/// 12 steps, a checkpoint every 2, the last 3 kept.
+const TRAIN: &[&str] = &[
+    "train",
+    "--model",
+    "m",
+    "--mode",
+    "nsr",
+    "--subset-size",
+    "8",
+    "--batch-size",
+    "2",
+    "--num-generations",
+    "2",
+    "--max-completion-length",
+    "16",
+    "--num-epochs",
+    "3",
+    "--save-steps",
+    "2",
+    "--learning-rate",
+    "1e-3",
+    "--name",
+    RUN,
+];
+
+fn init_model(dir: &Path) {
+    ok(
+        &[
+            "model",
+            "init",
+            "--preset",
+            "tiny",
+            "--out",
+            "m",
+            "--corpus-size",
+            "300",
+        ],
+        dir,
+    );
+}
+
+fn spawn(dir: &Path, fault: Option<&str>) -> Child {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_chartrl"));
+    cmd.args(TRAIN)
+        .current_dir(dir)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    if let Some(f) = fault {
+        cmd.env("CHARTRL_FAULT", f);
+    }
+    cmd.spawn().expect("spawning chartrl")
+}
+
+/// What a finished run left: its metric rows (wall-clock values blanked), kept completions,
+/// and the hash of its final weights.
+#[derive(Debug)]
+struct Record {
+    metrics: Vec<MetricRow>,
+    samples: Vec<SampleRow>,
+    weights: String,
+}
+
+fn record(dir: &Path) -> Record {
+    let store = Store::open(&dir.join("runs/chartrl.db")).unwrap();
+    let run = store.find_run(RUN).unwrap();
+    assert_eq!(run.status.as_str(), "done");
+    assert_eq!(store.integrity_check().unwrap(), "ok");
+    let metrics = store
+        .metrics(run.id)
+        .unwrap()
+        .into_iter()
+        .map(|mut m| {
+            m.time = 0.0;
+            if TIMING_KEYS.contains(&m.key.as_str()) {
+                m.value = None;
+            }
+            m
+        })
+        .collect();
+    let (weights, _) =
+        sha256_file(&dir.join("runs").join(RUN).join("model/model.safetensors")).unwrap();
+    Record {
+        metrics,
+        samples: store.samples(run.id).unwrap(),
+        weights,
+    }
+}
+
+/// The uninterrupted run, trained once for every test in this file.
+fn reference() -> &'static Record {
+    static REFERENCE: OnceLock<Record> = OnceLock::new();
+    REFERENCE.get_or_init(|| {
+        let tmp = tempfile::tempdir().unwrap();
+        init_model(tmp.path());
+        ok(TRAIN, tmp.path());
+        let r = record(tmp.path());
+        assert_eq!(r.metrics.iter().map(|m| m.step).max(), Some(11));
+        assert!(r.metrics.len() > 12 * 20, "{}", r.metrics.len());
+        r
+    })
+}
+
+/// Asserts two records are equal, naming the first difference.
+fn assert_same(got: &Record, want: &Record, context: &str) {
+    assert_eq!(got.weights, want.weights, "{context}: final weights differ");
+    assert_eq!(
+        got.metrics.len(),
+        want.metrics.len(),
+        "{context}: metric row count"
+    );
+    if let Some((g, w)) = got.metrics.iter().zip(&want.metrics).find(|(g, w)| g != w) {
+        panic!("{context}: first differing metric row: got {g:?}, want {w:?}");
+    }
+    assert_eq!(
+        got.samples, want.samples,
+        "{context}: kept completions differ"
+    );
+}
+
+fn db_step(db: &Path) -> Option<usize> {
+    let store = Store::open(db).ok()?;
+    store.find_run(RUN).ok().map(|r| r.step)
+}
+
+fn kill_when_step_reaches(dir: &Path, target: usize) -> usize {
+    let db = dir.join("runs/chartrl.db");
+    let mut child = spawn(dir, None);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let at = loop {
+        if let Some(step) = db.is_file().then(|| db_step(&db)).flatten() {
+            if step >= target {
+                break step;
+            }
+        }
+        assert!(Instant::now() < deadline, "run never reached step {target}");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before step {target}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    at
+}
+
+#[test]
+fn a_run_killed_at_a_random_step_resumes_to_identical_weights_and_metrics() {
+    let want = reference();
+    let tmp = tempfile::tempdir().unwrap();
+    init_model(tmp.path());
+    let target = std::env::var("CHARTRL_TEST_KILL_STEP")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .subsec_nanos() as usize;
+            1 + nanos % 10
+        });
+    let at = kill_when_step_reaches(tmp.path(), target);
+    eprintln!("killed at step {at} (CHARTRL_TEST_KILL_STEP={target} reproduces)");
+    let out = ok(TRAIN, tmp.path());
+    assert!(out.contains("NSR `crash`"), "{out}");
+    assert_same(&record(tmp.path()), want, &format!("killed at step {at}"));
+}
+
+#[test]
+fn a_run_killed_while_writing_a_checkpoint_resumes_exactly() {
+    let want = reference();
+    for fault in [
+        "checkpoint-files:4",
+        "checkpoint-rename:6",
+        "checkpoint-commit:8",
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        init_model(tmp.path());
+        let status = spawn(tmp.path(), Some(fault)).wait().unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.signal(), Some(9), "{fault}: {status:?}");
+        let ckpts = tmp.path().join("runs").join(RUN).join("checkpoints");
+        let leftovers: Vec<PathBuf> = std::fs::read_dir(&ckpts)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert!(!leftovers.is_empty(), "{fault}: nothing written");
+        let out = ok(TRAIN, tmp.path());
+        assert!(out.contains("resumed `crash`"), "{fault}: {out}");
+        assert_same(&record(tmp.path()), want, fault);
+        let names: Vec<String> = std::fs::read_dir(&ckpts)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            names.iter().all(|n| !n.starts_with(".tmp")),
+            "{fault}: {names:?}"
+        );
+    }
+}
+
+#[test]
+fn a_truncated_latest_checkpoint_falls_back_to_the_previous_one_with_a_warning() {
+    let want = reference();
+    let tmp = tempfile::tempdir().unwrap();
+    init_model(tmp.path());
+    spawn(tmp.path(), Some("checkpoint-commit:8"))
+        .wait()
+        .unwrap();
+    let weights = tmp
+        .path()
+        .join("runs")
+        .join(RUN)
+        .join("checkpoints/checkpoint-6/model.safetensors");
+    let len = std::fs::metadata(&weights).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&weights)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+    let out = ok(TRAIN, tmp.path());
+    assert!(out.contains("from its checkpoint at step 4"), "{out}");
+    assert_same(&record(tmp.path()), want, "fallback");
+    let store = Store::open(&tmp.path().join("runs/chartrl.db")).unwrap();
+    let run = store.find_run(RUN).unwrap();
+    let events = store.events(run.id).unwrap();
+    let warning = events
+        .iter()
+        .find(|e| e.kind == "checkpoint_corrupt")
+        .expect("a checkpoint_corrupt event");
+    assert_eq!(warning.level, "warning");
+    assert!(
+        warning.message.contains("step 6") && warning.message.contains("does not match"),
+        "{}",
+        warning.message
+    );
+}
+
+#[test]
+fn two_processes_on_one_run_train_it_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    init_model(tmp.path());
+    let a = spawn(tmp.path(), None);
+    let b = spawn(tmp.path(), None);
+    let outs = [a.wait_with_output().unwrap(), b.wait_with_output().unwrap()];
+    let codes: Vec<Option<i32>> = outs.iter().map(|o| o.status.code()).collect();
+    let loser = outs
+        .iter()
+        .find(|o| o.status.code() == Some(1))
+        .unwrap_or_else(|| panic!("expected one process to refuse, got {codes:?}"));
+    assert!(outs.iter().any(|o| o.status.success()), "{codes:?}");
+    let msg = stderr(loser);
+    assert!(msg.contains("is being trained by pid"), "{msg}");
+    let store = Store::open(&tmp.path().join("runs/chartrl.db")).unwrap();
+    assert_eq!(store.integrity_check().unwrap(), "ok");
+    assert_eq!(store.find_run(RUN).unwrap().status.as_str(), "done");
+    assert_same(&record(tmp.path()), reference(), "two processes");
+}
