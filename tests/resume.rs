@@ -57,9 +57,32 @@ fn init_model(dir: &Path) {
     );
 }
 
+/// 12 warm-start steps, a checkpoint every 2.
+const WARM: &[&str] = &[
+    "warm-start",
+    "--model",
+    "m",
+    "--samples",
+    "24",
+    "--batch-size",
+    "4",
+    "--epochs",
+    "2",
+    "--save-steps",
+    "2",
+    "--eval-size",
+    "2",
+    "--name",
+    RUN,
+];
+
 fn spawn(dir: &Path, fault: Option<&str>) -> Child {
+    spawn_args(dir, TRAIN, fault)
+}
+
+fn spawn_args(dir: &Path, args: &[&str], fault: Option<&str>) -> Child {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_chartrl"));
-    cmd.args(TRAIN)
+    cmd.args(args)
         .current_dir(dir)
         .env_remove("RUST_LOG")
         .stdout(Stdio::null())
@@ -144,23 +167,23 @@ fn db_step(db: &Path) -> Option<usize> {
 fn kill_when_step_reaches(dir: &Path, target: usize) -> usize {
     let db = dir.join("runs/chartrl.db");
     let mut child = spawn(dir, None);
+    wait_for_step(&db, target, &mut child);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    db_step(&db).unwrap_or(0)
+}
+
+/// Waits until the run in `db` has done `target` steps.
+fn wait_for_step(db: &Path, target: usize, child: &mut Child) {
     let deadline = Instant::now() + Duration::from_secs(120);
-    let at = loop {
-        if let Some(step) = db.is_file().then(|| db_step(&db)).flatten() {
-            if step >= target {
-                break step;
-            }
-        }
+    while !db.is_file() || db_step(db).unwrap_or(0) < target {
         assert!(Instant::now() < deadline, "run never reached step {target}");
         assert!(
             child.try_wait().unwrap().is_none(),
             "the run ended before step {target}"
         );
         std::thread::sleep(Duration::from_millis(5));
-    };
-    child.kill().unwrap();
-    child.wait().unwrap();
-    at
+    }
 }
 
 #[test]
@@ -275,4 +298,79 @@ fn two_processes_on_one_run_train_it_once() {
     assert_eq!(store.integrity_check().unwrap(), "ok");
     assert_eq!(store.find_run(RUN).unwrap().status.as_str(), "done");
     assert_same(&record(tmp.path()), reference(), "two processes");
+}
+
+#[test]
+fn ctrl_c_and_sigterm_stop_between_steps_with_a_checkpoint_and_resume_exactly() {
+    let want = reference();
+    for (signal, code) in [("INT", 130), ("TERM", 143)] {
+        let tmp = tempfile::tempdir().unwrap();
+        init_model(tmp.path());
+        let db = tmp.path().join("runs/chartrl.db");
+        let child = spawn(tmp.path(), None);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while db_step(&db).unwrap_or(0) < 3 {
+            assert!(
+                Instant::now() < deadline,
+                "SIG{signal}: the run never reached step 3"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let sent = Command::new("kill")
+            .args([&format!("-{signal}"), &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        let out = child.wait_with_output().unwrap();
+        let msg = stderr(&out);
+        assert_eq!(out.status.code(), Some(code), "SIG{signal}: {msg}");
+        assert!(
+            msg.contains("checkpoint saved; run the same command to resume"),
+            "{msg}"
+        );
+
+        let store = Store::open(&db).unwrap();
+        let run = store.find_run(RUN).unwrap();
+        assert_eq!(run.status.as_str(), "interrupted");
+        assert!(run.step >= 3 && run.step < 12, "stopped at {}", run.step);
+        assert_eq!(store.checkpoints(run.id).unwrap()[0].step, run.step);
+        drop(store);
+
+        let out = ok(TRAIN, tmp.path());
+        assert!(
+            out.contains(&format!("from its checkpoint at step {}", run.step)),
+            "{out}"
+        );
+        assert_same(&record(tmp.path()), want, &format!("SIG{signal}"));
+    }
+}
+
+#[test]
+fn an_interrupted_warm_start_resumes_exactly_and_is_reused_when_done() {
+    let straight = tempfile::tempdir().unwrap();
+    init_model(straight.path());
+    let out = ok(WARM, straight.path());
+    assert!(out.contains("held-out greedy accuracy"), "{out}");
+    let want = record(straight.path());
+
+    let tmp = tempfile::tempdir().unwrap();
+    init_model(tmp.path());
+    let db = tmp.path().join("runs/chartrl.db");
+    let mut child = spawn_args(tmp.path(), WARM, None);
+    wait_for_step(&db, 5, &mut child);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let out = ok(WARM, tmp.path());
+    assert!(
+        out.contains("resumed `crash` from its checkpoint at step"),
+        "{out}"
+    );
+    assert_same(&record(tmp.path()), &want, "warm start");
+
+    let again = ok(WARM, tmp.path());
+    assert!(again.contains("already done (12/12 steps)"), "{again}");
+    let store = Store::open(&db).unwrap();
+    let run = store.find_run(RUN).unwrap();
+    assert_eq!(run.kind.as_str(), "warm-start");
+    assert_eq!(store.evaluations(run.id).unwrap().len(), 1);
 }

@@ -20,6 +20,9 @@ pub struct BenchArgs {
     /// Measure the rollout only
     #[arg(long)]
     rollout_only: bool,
+    /// Also measure what the run store and checkpoints cost a real training step (N steps)
+    #[arg(long, value_name = "STEPS", num_args = 0..=1, default_missing_value = "20")]
+    store: Option<usize>,
     /// cpu, cuda or cuda:N
     #[arg(long, default_value = "cpu")]
     device: String,
@@ -32,6 +35,10 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         ..Workload::default()
     };
     for figure in bench::run(&a.preset, &workload, &dev, a.rollout_only)? {
+        println!("{}", serde_json::to_string(&figure)?);
+    }
+    if let Some(steps) = a.store {
+        let figure = bench::store_overhead(&a.preset, steps.max(1))?;
         println!("{}", serde_json::to_string(&figure)?);
     }
     Ok(())

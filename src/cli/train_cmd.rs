@@ -1,17 +1,17 @@
 //! `chartrl train` and `chartrl warm-start`.
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use clap::Args;
 
 use super::progress::ConsoleObserver;
-use crate::data::{DataSource, Generator, PromptTemplate, Sample, Split};
+use crate::data::{Generator, PromptTemplate, Sample, Split};
 use crate::eval::greedy_accuracy;
 use crate::model::{default_dtype, Policy};
-use crate::runs::{self, ClaimPolicy, Ending, TrainRequest};
+use crate::runs::{self, ClaimPolicy, Ending, TrainOutcome, TrainRequest, WarmStartRequest};
 use crate::store::Store;
-use crate::train::{warm_start, TrainConfig, WarmStartConfig};
+use crate::train::{TrainConfig, WarmStartConfig};
 
 /// Where the run store lives unless `--db` says otherwise.
 pub const DEFAULT_DB: &str = "runs/chartrl.db";
@@ -84,7 +84,8 @@ pub struct TrainArgs {
     log_every: usize,
 }
 
-/// Fine-tune a model on gold reasoning traces so RL starts from a sometimes-right policy.
+/// Fine-tune a model on gold reasoning traces so RL starts from a sometimes-right policy,
+/// as a run in the store (resumable like `train`).
 ///
 /// Example: chartrl warm-start --model models/tiny --out models/tiny-warm
 #[derive(Args, Debug)]
@@ -94,9 +95,20 @@ pub struct WarmStartArgs {
     /// Training data (.jsonl or ChartQA .json); default: the synthetic train split (seed 2025)
     #[arg(long)]
     data: Option<PathBuf>,
-    /// Directory for the warm-started model
+    /// Also write the final model to this directory (it is always in RUNS_ROOT/NAME/model)
     #[arg(long)]
-    out: PathBuf,
+    out: Option<PathBuf>,
+    /// The run store
+    #[arg(long, default_value = DEFAULT_DB)]
+    db: PathBuf,
+    /// Run name (default: warm-start-nSAMPLES-HASH8)
+    #[arg(long)]
+    name: Option<String>,
+    #[arg(long)]
+    experiment: Option<String>,
+    /// Take the run over even if another process seems to be training it
+    #[arg(long)]
+    force: bool,
     #[arg(long, default_value_t = WarmStartConfig::default().samples)]
     samples: usize,
     #[arg(long, default_value_t = WarmStartConfig::default().epochs)]
@@ -107,24 +119,14 @@ pub struct WarmStartArgs {
     learning_rate: f64,
     #[arg(long, default_value_t = 2025)]
     seed: u64,
+    /// Checkpoint every N steps (and at the end)
+    #[arg(long, default_value_t = WarmStartConfig::default().save_steps)]
+    save_steps: usize,
     /// Held-out synthetic test questions for the greedy accuracy reported at the end (0: none)
     #[arg(long, default_value_t = 200)]
     eval_size: usize,
     #[arg(long, default_value_t = 25)]
     log_every: usize,
-}
-
-fn load_data(data: &Option<PathBuf>, size: usize) -> anyhow::Result<Vec<Sample>> {
-    Ok(match data {
-        Some(p) => DataSource::from_path(p)?.load()?,
-        None => Generator::new(Split::Train, 2025).take(size).collect(),
-    })
-}
-
-fn load_policy(dir: &Path) -> anyhow::Result<Policy> {
-    let dir = super::model_dir(dir)?;
-    let dev = candle_core::Device::Cpu;
-    Ok(Policy::load(dir, &dev, default_dtype(&dev))?)
 }
 
 fn config_from(a: &TrainArgs) -> anyhow::Result<TrainConfig> {
@@ -185,17 +187,71 @@ pub fn train(a: TrainArgs) -> anyhow::Result<()> {
         name: a.name.clone(),
         experiment: a.experiment.clone(),
     };
-    let claim = ClaimPolicy {
-        force: a.force,
-        ..ClaimPolicy::default()
+    let stop = super::signals::stop_flag()?;
+    let mut obs = ConsoleObserver::new(a.log_every)?.stop_on(stop.clone());
+    let outcome = runs::train(&mut store, &request, &claim(a.force), &mut obs);
+    obs.finish();
+    let label = request.config.mode.name().to_uppercase();
+    report(&outcome?, &label, a.name.as_deref(), &stop)
+}
+
+pub fn warm(a: WarmStartArgs) -> anyhow::Result<()> {
+    super::model_dir(&a.model)?;
+    let cfg = WarmStartConfig {
+        samples: a.samples,
+        epochs: a.epochs,
+        batch_size: a.batch_size,
+        learning_rate: a.learning_rate,
+        seed: a.seed,
+        save_steps: a.save_steps,
+        ..WarmStartConfig::default()
+    };
+    let mut store = Store::open(&a.db)?;
+    let request = WarmStartRequest {
+        config: cfg,
+        model: a.model.clone(),
+        data: a.data.clone(),
+        name: a.name.clone(),
+        experiment: a.experiment.clone(),
     };
     let stop = super::signals::stop_flag()?;
     let mut obs = ConsoleObserver::new(a.log_every)?.stop_on(stop.clone());
-    let outcome = runs::train(&mut store, &request, &claim, &mut obs);
+    let outcome = runs::warm_start(&mut store, &request, &claim(a.force), &mut obs);
     obs.finish();
     let o = outcome?;
+    report(&o, "warm start", a.name.as_deref(), &stop)?;
+    if let Some(out) = &a.out {
+        copy_model(&o.model_dir, out)?;
+        println!("model copied to {}", out.display());
+    }
+    if a.eval_size > 0 {
+        let acc = held_out_accuracy(&mut store, &o, a.eval_size)?;
+        println!(
+            "held-out greedy accuracy: {:.1}% on {} synthetic test questions",
+            acc * 100.0,
+            a.eval_size
+        );
+    }
+    Ok(())
+}
+
+fn claim(force: bool) -> ClaimPolicy {
+    ClaimPolicy {
+        force,
+        ..ClaimPolicy::default()
+    }
+}
+
+/// Prints how the run ended; a run stopped by a signal becomes an [`super::Interrupted`]
+/// error carrying the exit code.
+fn report(
+    o: &TrainOutcome,
+    label: &str,
+    asked_name: Option<&str>,
+    stop: &AtomicUsize,
+) -> anyhow::Result<()> {
     let run = &o.run;
-    if let Some(asked) = a.name.as_ref().filter(|n| **n != run.name) {
+    if let Some(asked) = asked_name.filter(|n| *n != run.name) {
         println!(
             "note: this configuration already ran as `{}`; --name {asked} is not used",
             run.name
@@ -214,8 +270,7 @@ pub fn train(a: TrainArgs) -> anyhow::Result<()> {
             run.name
         ),
         Ending::Finished => println!(
-            "{} `{}`: {} steps in {:.1}s ({:.2} s/step); model in {}; metrics: `chartrl runs show {}`",
-            request.config.mode.name().to_uppercase(),
+            "{label} `{}`: {} steps in {:.1}s ({:.2} s/step); model in {}; metrics: `chartrl runs show {}`",
             run.name,
             o.steps_done,
             o.seconds,
@@ -224,7 +279,7 @@ pub fn train(a: TrainArgs) -> anyhow::Result<()> {
             run.name
         ),
         Ending::Stopped => {
-            let signal = stop.load(std::sync::atomic::Ordering::Relaxed);
+            let signal = stop.load(Ordering::Relaxed);
             return Err(super::Interrupted {
                 code: super::signals::exit_code(signal),
                 message: format!(
@@ -241,41 +296,40 @@ pub fn train(a: TrainArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn warm(a: WarmStartArgs) -> anyhow::Result<()> {
-    let start = Instant::now();
-    let cfg = WarmStartConfig {
-        samples: a.samples,
-        epochs: a.epochs,
-        batch_size: a.batch_size,
-        learning_rate: a.learning_rate,
-        seed: a.seed,
-        ..WarmStartConfig::default()
-    };
-    let samples = load_data(&a.data, cfg.samples)?;
-    let policy = load_policy(&a.model)?;
-    let template = PromptTemplate::load_default()?;
-    let mut obs = ConsoleObserver::new(a.log_every)?;
-    let summary = warm_start(&policy, &samples, &cfg, &template, &mut obs);
-    obs.finish();
-    let summary = summary?;
-    policy.save(&a.out)?;
-    println!(
-        "warm start: {} steps in {:.1}s; model in {}",
-        summary.steps_done,
-        summary.seconds,
-        a.out.display()
-    );
-    if a.eval_size > 0 {
-        let test: Vec<Sample> = Generator::new(Split::Test, 2025)
-            .take(a.eval_size)
-            .collect();
-        let acc = greedy_accuracy(&policy, &test, &template, 160)?;
-        println!(
-            "held-out greedy accuracy: {:.1}% on {} synthetic test questions",
-            acc * 100.0,
-            a.eval_size
-        );
+/// The finished model's greedy accuracy on the first `n` synthetic test questions, computed
+/// once and then read back from the run's evaluations.
+fn held_out_accuracy(store: &mut Store, o: &TrainOutcome, n: usize) -> anyhow::Result<f64> {
+    let name = format!("greedy_synthetic_test_{n}");
+    let stored = store
+        .evaluations(o.run.id)?
+        .into_iter()
+        .find(|(step, key, _)| *step == o.run.step && *key == name)
+        .and_then(|(_, _, m)| m["accuracy"].as_f64());
+    if let Some(acc) = stored {
+        return Ok(acc);
     }
-    println!("total {:.1}s", start.elapsed().as_secs_f64());
+    let dev = candle_core::Device::Cpu;
+    let policy = Policy::load(&o.model_dir, &dev, default_dtype(&dev))?;
+    let test: Vec<Sample> = Generator::new(Split::Test, 2025).take(n).collect();
+    let acc = greedy_accuracy(&policy, &test, &PromptTemplate::load_default()?, 160)?;
+    store.add_evaluation(
+        o.run.id,
+        o.run.step,
+        &name,
+        &serde_json::json!({"accuracy": acc, "n": n, "split": "synthetic-test-2025"}),
+    )?;
+    Ok(acc)
+}
+
+/// Copies a model directory's files into `to` (created if needed).
+fn copy_model(from: &Path, to: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(to).map_err(|e| anyhow::anyhow!("{}: {e}", to.display()))?;
+    for entry in std::fs::read_dir(from).map_err(|e| anyhow::anyhow!("{}: {e}", from.display()))? {
+        let path = entry?.path();
+        if let Some(name) = path.file_name() {
+            std::fs::copy(&path, to.join(name))
+                .map_err(|e| anyhow::anyhow!("{}: {e}", to.join(name).display()))?;
+        }
+    }
     Ok(())
 }

@@ -15,9 +15,10 @@ use candle_core::{DType, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::identity::sha256_dir;
+use super::Resumable;
 use super::RunError;
 use crate::store::CheckpointRow;
-use crate::train::{AdamW, AdamWConfig, Cursor, RlTrainer, TrainConfig};
+use crate::train::{AdamW, AdamWConfig, Cursor};
 
 const STATE_FILE: &str = "trainer_state.json";
 const OPTIMIZER_FILE: &str = "optimizer.safetensors";
@@ -33,7 +34,8 @@ pub struct TrainerState {
     pub adamw: AdamWConfig,
     /// Data cursor, RNG seeds and learning rate of the next step.
     pub cursor: Cursor,
-    pub config: TrainConfig,
+    /// The trainer's resolved options.
+    pub config: serde_json::Value,
 }
 
 /// The directory (relative to the runs root) of run `name`'s checkpoint after `step` steps.
@@ -60,7 +62,7 @@ fn fsync(path: &Path) -> Result<(), RunError> {
 }
 
 /// Writes the trainer's checkpoint under `root/rel` and returns its store row.
-pub fn write(root: &Path, rel: &str, trainer: &RlTrainer) -> Result<CheckpointRow, RunError> {
+pub fn write(root: &Path, rel: &str, trainer: &dyn Resumable) -> Result<CheckpointRow, RunError> {
     let dir = root.join(rel);
     let parent = dir.parent().unwrap_or(root).to_path_buf();
     let leaf = dir
@@ -72,19 +74,19 @@ pub fn write(root: &Path, rel: &str, trainer: &RlTrainer) -> Result<CheckpointRo
         std::fs::remove_dir_all(&tmp).map_err(|e| RunError::io(&tmp, e))?;
     }
     std::fs::create_dir_all(&tmp).map_err(|e| RunError::io(&tmp, e))?;
-    let step = trainer.step;
+    let step = trainer.step();
 
-    trainer.policy.save(&tmp)?;
+    trainer.policy().save(&tmp)?;
     fault_point("files", step);
-    save_optimizer(&tmp.join(OPTIMIZER_FILE), &trainer.optimizer)?;
+    save_optimizer(&tmp.join(OPTIMIZER_FILE), trainer.optimizer())?;
     let state = TrainerState {
         format: FORMAT,
         chartrl_version: env!("CARGO_PKG_VERSION").into(),
         total_steps: trainer.total_steps(),
-        optimizer_step: trainer.optimizer.step,
-        adamw: trainer.optimizer.config,
+        optimizer_step: trainer.optimizer().step,
+        adamw: trainer.optimizer().config,
         cursor: trainer.cursor(),
-        config: trainer.config.clone(),
+        config: trainer.config_value(),
     };
     let state_path = tmp.join(STATE_FILE);
     let json = serde_json::to_string_pretty(&state).map_err(|e| RunError::Checkpoint {
@@ -153,7 +155,7 @@ pub fn verify(root: &Path, row: &CheckpointRow) -> Result<(), String> {
 /// Restores a verified checkpoint into `trainer` (built from the run's input model and
 /// configuration): weights, optimizer state and step. Refuses a checkpoint whose recorded
 /// configuration or derived cursor differs from what this trainer derives.
-pub fn restore(dir: &Path, trainer: &mut RlTrainer) -> Result<(), RunError> {
+pub fn restore(dir: &Path, trainer: &mut dyn Resumable) -> Result<(), RunError> {
     let bad = |msg: String| RunError::Checkpoint {
         path: dir.to_path_buf(),
         msg,
@@ -168,12 +170,12 @@ pub fn restore(dir: &Path, trainer: &mut RlTrainer) -> Result<(), RunError> {
             state.format
         )));
     }
-    if state.config != trainer.config {
+    if super::results_options(&state.config) != super::results_options(&trainer.config_value()) {
         return Err(bad("its configuration differs from the run's".into()));
     }
-    let device = trainer.policy.device().clone();
+    let device = trainer.policy().device().clone();
     let weights = candle_core::safetensors::load(dir.join("model.safetensors"), &device)?;
-    for (name, var) in trainer.policy.params.iter() {
+    for (name, var) in trainer.policy().params.iter() {
         let t = weights
             .get(name)
             .ok_or_else(|| bad(format!("model.safetensors lacks `{name}`")))?;

@@ -9,6 +9,9 @@
 
 pub mod checkpoint;
 pub mod identity;
+mod resumable;
+
+pub use resumable::Resumable;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -19,7 +22,10 @@ use crate::store::{
     write::StepRecord, CheckpointRow, EventRow, Heartbeat, Kind, NewRun, Owner, Run, SampleRow,
     Status, Store, StoreError,
 };
-use crate::train::{Event, Observer, Phase, RlTrainer, StepMetrics, TrainConfig, TrainError};
+use crate::train::{
+    Event, Observer, Phase, RlTrainer, SftTrainer, StepMetrics, TrainConfig, TrainError,
+    WarmStartConfig,
+};
 
 /// Seed of the synthetic training split used when no data file is given.
 pub const SYNTHETIC_SEED: u64 = 2025;
@@ -66,6 +72,17 @@ pub struct TrainRequest {
     /// A data file; `None`: the synthetic train split.
     pub data: Option<PathBuf>,
     /// Default: `MODE-nSUBSET-IDENTITY8`.
+    pub name: Option<String>,
+    pub experiment: Option<String>,
+}
+
+/// A supervised warm start to run: options, input model and data, optional name/experiment.
+#[derive(Debug, Clone)]
+pub struct WarmStartRequest {
+    pub config: WarmStartConfig,
+    pub model: PathBuf,
+    pub data: Option<PathBuf>,
+    /// Default: `warm-start-nSAMPLES-IDENTITY8`.
     pub name: Option<String>,
     pub experiment: Option<String>,
 }
@@ -122,38 +139,89 @@ pub fn training_samples(data: Option<&Path>, n: usize) -> Result<Vec<Sample>, Ru
     })
 }
 
-/// The run this request names: identity, name and the configuration document stored with it.
+/// The run this training request names: identity, name and stored configuration.
 pub fn plan(req: &TrainRequest) -> Result<NewRun, RunError> {
-    let model_id = identity::model_identity(&req.model)?;
-    let data_id = identity::data_identity(req.data.as_deref(), SYNTHETIC_SEED)?;
+    let options = serde_json::to_value(&req.config).unwrap_or_default();
+    let mut new = plan_run(
+        Kind::Train,
+        options,
+        &req.model,
+        req.data.as_deref(),
+        req.name.as_deref(),
+        &format!("{}-n{}", req.config.mode.name(), req.config.subset_size),
+    )?;
+    new.experiment = req.experiment.clone();
+    new.mode = Some(req.config.mode.name().to_string());
+    new.total_steps = req.config.total_steps();
+    Ok(new)
+}
+
+/// The run this warm-start request names.
+pub fn plan_warm_start(req: &WarmStartRequest) -> Result<NewRun, RunError> {
+    let options = serde_json::to_value(&req.config).unwrap_or_default();
+    let mut new = plan_run(
+        Kind::WarmStart,
+        options,
+        &req.model,
+        req.data.as_deref(),
+        req.name.as_deref(),
+        &format!("warm-start-n{}", req.config.samples),
+    )?;
+    new.experiment = req.experiment.clone();
+    new.total_steps = req.config.total_steps();
+    Ok(new)
+}
+
+/// Options that do not change what a run computes, only how often it is saved.
+const SAVE_OPTIONS: [&str; 2] = ["save_steps", "save_total_limit"];
+
+/// The options without [`SAVE_OPTIONS`]: what a run's identity and a checkpoint's
+/// compatibility depend on.
+pub(crate) fn results_options(options: &serde_json::Value) -> serde_json::Value {
+    let mut v = options.clone();
+    if let Some(map) = v.as_object_mut() {
+        for key in SAVE_OPTIONS {
+            map.remove(key);
+        }
+    }
+    v
+}
+
+/// Identity over (kind, options, model identity, data identity); the stored configuration
+/// adds the paths, which are not part of the identity (a copied runs/ directory and model
+/// resume anywhere).
+fn plan_run(
+    kind: Kind,
+    options: serde_json::Value,
+    model: &Path,
+    data: Option<&Path>,
+    name: Option<&str>,
+    name_prefix: &str,
+) -> Result<NewRun, RunError> {
     let doc = serde_json::json!({
-        "kind": Kind::Train.as_str(),
-        "train": req.config,
-        "model": model_id,
-        "data": data_id,
+        "kind": kind.as_str(),
+        "options": results_options(&options),
+        "model": identity::model_identity(model)?,
+        "data": identity::data_identity(data, SYNTHETIC_SEED)?,
     });
     let identity = identity::identity_of(&doc);
-    let name = match &req.name {
-        Some(n) => n.clone(),
-        None => format!(
-            "{}-n{}-{}",
-            req.config.mode.name(),
-            req.config.subset_size,
-            &identity[..8]
-        ),
+    let name = match name {
+        Some(n) => n.to_string(),
+        None => format!("{name_prefix}-{}", &identity[..8]),
     };
     identity::check_name(&name)?;
     let mut config = doc;
-    config["model_path"] = req.model.display().to_string().into();
-    config["data_path"] = req.data.as_ref().map(|p| p.display().to_string()).into();
+    config["options"] = options;
+    config["model_path"] = model.display().to_string().into();
+    config["data_path"] = data.map(|p| p.display().to_string()).into();
     Ok(NewRun {
         identity,
         name,
-        experiment: req.experiment.clone(),
-        kind: Kind::Train,
-        mode: Some(req.config.mode.name().to_string()),
+        experiment: None,
+        kind,
+        mode: None,
         config,
-        total_steps: req.config.total_steps(),
+        total_steps: 0,
     })
 }
 
@@ -166,7 +234,55 @@ pub fn train(
     obs: &mut dyn Observer,
 ) -> Result<TrainOutcome, RunError> {
     let new = plan(req)?;
-    let (run, _) = store.find_or_create_run(&new)?;
+    execute(store, &new, claim, obs, || {
+        let samples = training_samples(req.data.as_deref(), req.config.subset_size)?;
+        let policy = load_policy(&req.model)?;
+        let template = PromptTemplate::load_default()?;
+        Ok(Box::new(RlTrainer::new(
+            req.config.clone(),
+            policy,
+            &samples,
+            template,
+        )?))
+    })
+}
+
+/// Runs the requested warm start like [`train`] runs RL: resumable, recorded, reused when done.
+pub fn warm_start(
+    store: &mut Store,
+    req: &WarmStartRequest,
+    claim: &ClaimPolicy,
+    obs: &mut dyn Observer,
+) -> Result<TrainOutcome, RunError> {
+    let new = plan_warm_start(req)?;
+    execute(store, &new, claim, obs, || {
+        let samples = training_samples(req.data.as_deref(), req.config.samples)?;
+        let policy = load_policy(&req.model)?;
+        let template = PromptTemplate::load_default()?;
+        Ok(Box::new(SftTrainer::new(
+            req.config.clone(),
+            policy,
+            &samples,
+            &template,
+        )?))
+    })
+}
+
+fn load_policy(dir: &Path) -> Result<Policy, RunError> {
+    let dev = candle_core::Device::Cpu;
+    Ok(Policy::load(dir, &dev, default_dtype(&dev))?)
+}
+
+/// Finds or creates the run; returns it if done, else claims it and drives the trainer
+/// `build` makes, recording the ending status.
+fn execute(
+    store: &mut Store,
+    new: &NewRun,
+    claim: &ClaimPolicy,
+    obs: &mut dyn Observer,
+    build: impl FnOnce() -> Result<Box<dyn Resumable>, RunError>,
+) -> Result<TrainOutcome, RunError> {
+    let (run, _) = store.find_or_create_run(new)?;
     let model_dir = store.root().join(&run.name).join("model");
     if run.status == Status::Done {
         return Ok(TrainOutcome {
@@ -186,7 +302,8 @@ pub fn train(
         me.token.clone(),
         claim.heartbeat_every,
     );
-    let result = drive(store, req, &run, &model_dir, obs);
+    let result =
+        build().and_then(|mut trainer| drive(store, &run, trainer.as_mut(), &model_dir, obs));
     let (status, error) = match &result {
         Ok(o) if o.ending == Ending::Finished => (Status::Done, None),
         Ok(_) => (Status::Interrupted, None),
@@ -205,31 +322,21 @@ pub fn train(
 /// The claimed run's training: restore, step, record, checkpoint, finish.
 fn drive(
     store: &mut Store,
-    req: &TrainRequest,
     run: &Run,
+    trainer: &mut dyn Resumable,
     model_dir: &Path,
     obs: &mut dyn Observer,
 ) -> Result<TrainOutcome, RunError> {
     let start = Instant::now();
     let root = store.root();
-    let cfg = &req.config;
-    let samples = training_samples(req.data.as_deref(), cfg.subset_size)?;
-    let dev = candle_core::Device::Cpu;
-    let policy = Policy::load(&req.model, &dev, default_dtype(&dev))?;
-    let mut trainer = RlTrainer::new(
-        cfg.clone(),
-        policy,
-        &samples,
-        PromptTemplate::load_default()?,
-    )?;
-
-    let resumed_from = resume_point(store, run, &root, &mut trainer)?;
-    let first = trainer.step;
+    let (save_steps, keep) = save_policy(&run.config);
+    let resumed_from = resume_point(store, run, &root, trainer)?;
+    let first = trainer.step();
     let total = trainer.total_steps();
-    obs.on_start(Phase::Rl(cfg.mode), first, total);
+    obs.on_start(trainer.phase(), first, total);
 
     let mut stopped = false;
-    while trainer.step < total {
+    while trainer.step() < total {
         if obs.should_stop() {
             stopped = true;
             break;
@@ -249,16 +356,17 @@ fn drive(
                 samples: &sample_rows(&m),
             },
         )?;
-        if cfg.save_steps > 0 && trainer.step % cfg.save_steps == 0 && trainer.step < total {
-            save_checkpoint(store, run, &root, &trainer, cfg.save_total_limit)?;
+        let done = trainer.step();
+        if save_steps > 0 && done.is_multiple_of(save_steps) && done < total {
+            save_checkpoint(store, run, &root, trainer, keep)?;
         }
     }
     let latest = store.checkpoints(run.id)?.first().map(|c| c.step);
-    if latest != Some(trainer.step) {
-        save_checkpoint(store, run, &root, &trainer, cfg.save_total_limit)?;
+    if latest != Some(trainer.step()) {
+        save_checkpoint(store, run, &root, trainer, keep)?;
     }
     if !stopped {
-        save_model(&trainer.policy, model_dir)?;
+        save_model(trainer.policy(), model_dir)?;
     }
     Ok(TrainOutcome {
         run: run.clone(),
@@ -268,10 +376,22 @@ fn drive(
             Ending::Finished
         },
         resumed_from,
-        steps_done: trainer.step - first,
+        steps_done: trainer.step() - first,
         seconds: start.elapsed().as_secs_f64(),
         model_dir: model_dir.to_path_buf(),
     })
+}
+
+/// `save_steps` and `save_total_limit` from a run's options (the trainer defaults when a
+/// kind has none: the warm start checkpoints every 50 steps and keeps 3).
+fn save_policy(config: &serde_json::Value) -> (usize, usize) {
+    let get = |key: &str, default: usize| {
+        config["options"][key]
+            .as_u64()
+            .map(|v| v as usize)
+            .unwrap_or(default)
+    };
+    (get("save_steps", 50), get("save_total_limit", 3))
 }
 
 /// Restores the newest checkpoint that matches its recorded hash, skipping (with a warning
@@ -280,7 +400,7 @@ fn resume_point(
     store: &mut Store,
     run: &Run,
     root: &Path,
-    trainer: &mut RlTrainer,
+    trainer: &mut dyn Resumable,
 ) -> Result<Option<usize>, RunError> {
     let ckpt_dir = root.join(&run.name).join("checkpoints");
     let mut warnings = Vec::new();
@@ -351,10 +471,10 @@ fn save_checkpoint(
     store: &mut Store,
     run: &Run,
     root: &Path,
-    trainer: &RlTrainer,
+    trainer: &dyn Resumable,
     keep: usize,
 ) -> Result<(), RunError> {
-    let rel = checkpoint::relative_path(&run.name, trainer.step);
+    let rel = checkpoint::relative_path(&run.name, trainer.step());
     let row = checkpoint::write(root, &rel, trainer)?;
     store.add_checkpoint(run.id, &row)?;
     if keep > 0 {
@@ -382,7 +502,8 @@ fn save_model(policy: &Policy, dir: &Path) -> Result<(), RunError> {
     std::fs::rename(&tmp, dir).map_err(|e| RunError::io(dir, e))
 }
 
-fn sample_rows(m: &StepMetrics) -> Vec<SampleRow> {
+/// The store rows of a step's kept completions.
+pub fn sample_rows(m: &StepMetrics) -> Vec<SampleRow> {
     m.examples
         .iter()
         .map(|e| SampleRow {

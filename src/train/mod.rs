@@ -14,7 +14,7 @@ pub use grads::{backward_pieces, clip_factor, global_norm, Grads};
 pub use observe::{Event, Example, Level, Observer, Phase, Recorder, StepMetrics, TIMING_KEYS};
 pub use optim::{AdamW, AdamWConfig};
 pub use rl::{Cursor, RlTrainer, RunSummary};
-pub use sft::{warm_start, WarmStartConfig};
+pub use sft::{SftTrainer, WarmStartConfig};
 
 /// Errors of the trainer, naming the option, run or step involved.
 #[derive(Debug, thiserror::Error)]

@@ -69,8 +69,9 @@ pub struct Cursor {
     pub position: usize,
     /// Seed of the epoch's shuffle.
     pub order_seed: u64,
-    /// Seed of the next step's sampling RNG.
-    pub rollout_seed: u64,
+    /// Seed of the next step's sampling RNG (RL only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout_seed: Option<u64>,
     /// Learning rate of the next step.
     pub learning_rate: f64,
 }
@@ -132,7 +133,7 @@ impl RlTrainer {
             epoch: self.step / spe,
             position: (self.step % spe) * self.config.batch_size,
             order_seed: derive_seed(self.config.seed, (self.step / spe) as u64),
-            rollout_seed: rollout_seed(self.config.seed, self.step),
+            rollout_seed: Some(rollout_seed(self.config.seed, self.step)),
             learning_rate: self.config.lr_at(self.step),
         }
     }

@@ -12,7 +12,7 @@ use super::config::lr_schedule;
 use super::grads::{backward_pieces, clip_factor, global_norm};
 use super::observe::{Observer, Phase, StepMetrics};
 use super::optim::{AdamW, AdamWConfig};
-use super::rl::{derive_seed, RunSummary};
+use super::rl::{derive_seed, Cursor, RunSummary};
 use super::{Schedule, TrainError};
 use crate::data::{gold_completion, PromptTemplate, Sample};
 use crate::model::Policy;
@@ -31,6 +31,10 @@ pub struct WarmStartConfig {
     pub warmup_steps: usize,
     pub max_grad_norm: f64,
     pub seed: u64,
+    /// Checkpoint every N steps (and at the end) when run through the store.
+    pub save_steps: usize,
+    /// Checkpoints kept (0: all).
+    pub save_total_limit: usize,
 }
 
 impl Default for WarmStartConfig {
@@ -44,6 +48,8 @@ impl Default for WarmStartConfig {
             warmup_steps: 20,
             max_grad_norm: 1.0,
             seed: 2025,
+            save_steps: 50,
+            save_total_limit: 3,
         }
     }
 }
@@ -64,50 +70,114 @@ impl WarmStartConfig {
     }
 }
 
-/// Fine-tunes `policy` on `samples`' gold completions (prompt tokens are context, not
-/// targets; the end-of-text token is a target so the model learns to stop).
-pub fn warm_start(
-    policy: &Policy,
-    samples: &[Sample],
-    cfg: &WarmStartConfig,
-    template: &PromptTemplate,
-    obs: &mut dyn Observer,
-) -> Result<RunSummary, TrainError> {
-    let start = Instant::now();
-    let n = cfg.samples.min(samples.len());
-    let cfg = &WarmStartConfig {
-        samples: n,
-        ..cfg.clone()
-    };
-    if n == 0 {
-        return Err(TrainError::Config {
-            origin: "warm_start".into(),
-            msg: "no samples to warm-start on".into(),
-        });
-    }
-    let mut seqs = Vec::with_capacity(n);
-    for s in &samples[..n] {
-        let prompt = policy.tokenizer.encode(&template.render(s))?;
-        let mut full = prompt.clone();
-        full.extend(policy.tokenizer.encode(&gold_completion(s))?);
-        full.push(policy.tokenizer.eos_id());
-        seqs.push((full, prompt.len()));
-    }
-    let mut opt = AdamW::new(AdamWConfig::default());
-    let spe = n.div_ceil(cfg.batch_size);
-    let total = spe * cfg.epochs;
-    tracing::info!(samples = n, steps = total, "warm start");
-    obs.on_start(Phase::WarmStart, 0, total);
-    let mut done = 0;
-    for step in 0..total {
-        if obs.should_stop() {
-            break;
+/// A supervised warm start in progress: the policy, its optimizer, and the tokenized gold
+/// sequences. Like the RL trainer, a step's batch derives from the seed and the step alone,
+/// so a run restored from a checkpoint continues exactly.
+pub struct SftTrainer {
+    pub config: WarmStartConfig,
+    pub policy: Policy,
+    pub optimizer: AdamW,
+    /// The next step to take (0-based).
+    pub step: usize,
+    /// Token ids of prompt + gold completion + end-of-text, and where the completion starts.
+    seqs: Vec<(Vec<u32>, usize)>,
+}
+
+impl SftTrainer {
+    /// A warm start of `policy` over the first `config.samples` of `samples` (fewer if the
+    /// data is shorter).
+    pub fn new(
+        config: WarmStartConfig,
+        policy: Policy,
+        samples: &[Sample],
+        template: &PromptTemplate,
+    ) -> Result<Self, TrainError> {
+        let n = config.samples.min(samples.len());
+        if n == 0 || config.batch_size == 0 {
+            return Err(TrainError::Config {
+                origin: "warm_start".into(),
+                msg: "no samples to warm-start on (samples and batch_size must be > 0)".into(),
+            });
         }
-        let epoch = step / spe;
+        let mut seqs = Vec::with_capacity(n);
+        for s in &samples[..n] {
+            let prompt = policy.tokenizer.encode(&template.render(s))?;
+            let mut full = prompt.clone();
+            full.extend(policy.tokenizer.encode(&gold_completion(s))?);
+            full.push(policy.tokenizer.eos_id());
+            seqs.push((full, prompt.len()));
+        }
+        Ok(Self {
+            config: WarmStartConfig {
+                samples: n,
+                ..config
+            },
+            policy,
+            optimizer: AdamW::new(AdamWConfig::default()),
+            step: 0,
+            seqs,
+        })
+    }
+
+    pub fn total_steps(&self) -> usize {
+        self.config.total_steps()
+    }
+
+    fn steps_per_epoch(&self) -> usize {
+        self.config.samples.div_ceil(self.config.batch_size)
+    }
+
+    /// Where the trainer stands (see [`Cursor`]).
+    pub fn cursor(&self) -> Cursor {
+        let spe = self.steps_per_epoch();
+        Cursor {
+            step: self.step,
+            epoch: self.step / spe,
+            position: (self.step % spe) * self.config.batch_size,
+            order_seed: derive_seed(self.config.seed, (self.step / spe) as u64),
+            rollout_seed: None,
+            learning_rate: self.config.lr_at(self.step),
+        }
+    }
+
+    /// Continues from a checkpoint: `step` steps done, with their optimizer state.
+    pub fn restore(&mut self, step: usize, optimizer: AdamW) {
+        self.step = step;
+        self.optimizer = optimizer;
+    }
+
+    /// Runs the remaining steps, stopping early when the observer asks to.
+    pub fn run(&mut self, obs: &mut dyn Observer) -> Result<RunSummary, TrainError> {
+        let start = Instant::now();
+        let total = self.total_steps();
+        let first = self.step;
+        tracing::info!(samples = self.config.samples, steps = total, "warm start");
+        obs.on_start(Phase::WarmStart, first, total);
+        while self.step < total {
+            if obs.should_stop() {
+                break;
+            }
+            self.train_step(obs)?;
+        }
+        Ok(RunSummary {
+            steps_done: self.step - first,
+            total_steps: total,
+            stopped_early: self.step < total,
+            seconds: start.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// Takes step `self.step` and reports it.
+    pub fn train_step(&mut self, obs: &mut dyn Observer) -> Result<StepMetrics, TrainError> {
+        let step = self.step;
+        let cfg = &self.config;
+        let (n, spe) = (cfg.samples, self.steps_per_epoch());
+        let seqs = &self.seqs;
+        let policy = &self.policy;
         let mut order: Vec<usize> = (0..n).collect();
         order.shuffle(&mut ChaCha8Rng::seed_from_u64(derive_seed(
             cfg.seed,
-            epoch as u64,
+            (step / spe) as u64,
         )));
         let b = (step % spe) * cfg.batch_size;
         let mut batch: Vec<usize> = order[b..(b + cfg.batch_size).min(n)].to_vec();
@@ -135,7 +205,7 @@ pub fn warm_start(
         })?;
         let norm = global_norm(&grads)?;
         let lr = cfg.lr_at(step);
-        opt.step(
+        self.optimizer.step(
             &policy.params,
             &grads,
             lr,
@@ -144,7 +214,7 @@ pub fn warm_start(
         let mut m = StepMetrics {
             phase: Phase::WarmStart,
             step,
-            total_steps: total,
+            total_steps: cfg.total_steps(),
             values: Default::default(),
             samples: batch.len(),
             correct: 0,
@@ -159,13 +229,8 @@ pub fn warm_start(
         m.values
             .insert("step_time".into(), t0.elapsed().as_secs_f64());
         m.values.insert("tokens".into(), tokens as f64);
+        self.step += 1;
         obs.on_step(&m);
-        done += 1;
+        Ok(m)
     }
-    Ok(RunSummary {
-        steps_done: done,
-        total_steps: total,
-        stopped_early: done < total,
-        seconds: start.elapsed().as_secs_f64(),
-    })
 }
