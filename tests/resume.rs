@@ -203,6 +203,11 @@ fn a_run_killed_at_a_random_step_resumes_to_identical_weights_and_metrics() {
         });
     let at = kill_when_step_reaches(tmp.path(), target);
     eprintln!("killed at step {at} (CHARTRL_TEST_KILL_STEP={target} reproduces)");
+    let table = ok(&["runs"], tmp.path());
+    assert!(
+        table.contains("crash  ") && table.contains("crashed"),
+        "{table}"
+    );
     let out = ok(TRAIN, tmp.path());
     assert!(out.contains("NSR `crash`"), "{out}");
     assert_same(&record(tmp.path()), want, &format!("killed at step {at}"));

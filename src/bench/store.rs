@@ -83,6 +83,7 @@ pub fn store_overhead(preset_name: &str, steps: usize) -> Result<StoreFigure, Ru
                 values: Some(&m.values),
                 events: &[],
                 samples: &samples,
+                lease: None,
             },
         )?;
         store_s.push(t.elapsed().as_secs_f64());

@@ -73,6 +73,7 @@ enum Command {
 /// 0 on success, 1 on a user error (bad input, missing file), 2 on an internal error.
 pub fn main() -> i32 {
     single_threaded_kernels();
+    quiet_broken_pipe();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -165,6 +166,16 @@ fn internal(e: &(dyn std::error::Error + 'static)) -> bool {
 fn single_threaded_kernels() {
     if std::env::var_os("RAYON_NUM_THREADS").is_none() {
         std::env::set_var("RAYON_NUM_THREADS", "1");
+    }
+}
+
+/// Ends the process quietly when stdout's reader goes away (`chartrl runs export RUN | head`)
+/// instead of panicking in `println!`: the default SIGPIPE action, as other Unix tools have.
+fn quiet_broken_pipe() {
+    #[cfg(unix)]
+    // SAFETY: called first thing in `main`, before any thread exists; SIG_DFL is a valid action.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 

@@ -90,7 +90,11 @@ fn table(runs: &[RunListing], now: f64, width: usize) -> String {
                 r.mode
                     .clone()
                     .unwrap_or_else(|| r.kind.as_str().to_string()),
-                r.status.as_str().to_string(),
+                if r.crashed {
+                    "crashed".to_string()
+                } else {
+                    r.status.as_str().to_string()
+                },
                 format!("{}/{}", r.step, r.total_steps),
                 r.reward
                     .map(|v| format!("{v:.3}"))
@@ -180,8 +184,8 @@ fn show(store: &Store, query: &str, json: bool) -> anyhow::Result<()> {
     }
     print_header(&run);
     println!("\nconfiguration:");
-    let train = run.config.get("train").unwrap_or(&run.config);
-    for line in serde_yaml::to_string(train)?.lines() {
+    let options = run.config.get("options").unwrap_or(&run.config);
+    for line in serde_yaml::to_string(options)?.lines() {
         println!("  {line}");
     }
     println!(
@@ -272,8 +276,23 @@ fn print_header(run: &Run) {
     if let (Some(host), Some(pid)) = (&run.host, run.pid) {
         println!("owner      pid {pid} on {host}");
     }
-    if let Some(p) = run.config.get("model_path").and_then(|v| v.as_str()) {
-        println!("model      {p}");
+    let text = |key: &str| {
+        run.config
+            .get(key)
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+    };
+    if let Some(p) = text("model_path") {
+        let hash = text("model").unwrap_or_default();
+        println!("model      {p} (sha256 {}…)", &hash[..12.min(hash.len())]);
+    }
+    if let Some(d) = text("data") {
+        println!(
+            "data       {}{d}",
+            text("data_path")
+                .map(|p| format!("{p}: "))
+                .unwrap_or_default()
+        );
     }
     if let Some(e) = &run.error {
         println!("error      {e}");

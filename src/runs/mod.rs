@@ -100,7 +100,7 @@ pub struct ClaimPolicy {
 impl Default for ClaimPolicy {
     fn default() -> Self {
         Self {
-            stale_after: Duration::from_secs(300),
+            stale_after: crate::store::STALE_AFTER,
             force: false,
             heartbeat_every: Duration::from_secs(15),
         }
@@ -302,8 +302,8 @@ fn execute(
         me.token.clone(),
         claim.heartbeat_every,
     );
-    let result =
-        build().and_then(|mut trainer| drive(store, &run, trainer.as_mut(), &model_dir, obs));
+    let result = build()
+        .and_then(|mut trainer| drive(store, &run, &me.token, trainer.as_mut(), &model_dir, obs));
     let (status, error) = match &result {
         Ok(o) if o.ending == Ending::Finished => (Status::Done, None),
         Ok(_) => (Status::Interrupted, None),
@@ -323,6 +323,7 @@ fn execute(
 fn drive(
     store: &mut Store,
     run: &Run,
+    lease: &str,
     trainer: &mut dyn Resumable,
     model_dir: &Path,
     obs: &mut dyn Observer,
@@ -354,6 +355,7 @@ fn drive(
                 values: Some(&m.values),
                 events: &events,
                 samples: &sample_rows(&m),
+                lease: Some(lease),
             },
         )?;
         let done = trainer.step();

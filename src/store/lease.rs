@@ -57,6 +57,23 @@ fn process_start(pid: u32) -> Option<u64> {
     rest.split_whitespace().nth(19)?.parse().ok()
 }
 
+/// How old another host's heartbeat must be before its claim counts as stale.
+pub const STALE_AFTER: Duration = Duration::from_secs(300);
+
+/// Whether a run's recorded owner still holds it: its process runs (same host), or else its
+/// heartbeat is younger than `stale_after`.
+pub(crate) fn holder_alive(
+    host: &str,
+    pid: i64,
+    pid_start: Option<i64>,
+    heartbeat: Option<f64>,
+    me: &Owner,
+    stale_after: Duration,
+) -> bool {
+    owner_alive(host, pid, pid_start.map(|s| s as u64), me)
+        .unwrap_or(now() - heartbeat.unwrap_or(0.0) < stale_after.as_secs_f64())
+}
+
 /// Whether the process recorded as a run's owner still runs. `None`: cannot tell from here.
 fn owner_alive(host: &str, pid: i64, pid_start: Option<u64>, me: &Owner) -> Option<bool> {
     if host != me.host || !std::path::Path::new("/proc/self/stat").exists() {
@@ -101,9 +118,7 @@ impl Store {
         if status == Status::Running.as_str() && !force {
             if let (Some(host), Some(pid)) = (host, pid) {
                 let age = now() - heartbeat.unwrap_or(0.0);
-                let alive = owner_alive(&host, pid, pid_start.map(|s| s as u64), me)
-                    .unwrap_or(age < stale_after.as_secs_f64());
-                if alive {
+                if holder_alive(&host, pid, pid_start, heartbeat, me, stale_after) {
                     return Err(StoreError::Busy {
                         name: run.name.clone(),
                         host,

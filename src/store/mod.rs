@@ -19,7 +19,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 use serde::Serialize;
 
-pub use lease::{Heartbeat, Owner};
+pub use lease::{Heartbeat, Owner, STALE_AFTER};
 pub use query::{MetricRow, RunListing};
 
 /// How long a writer waits for another process's transaction before giving up.

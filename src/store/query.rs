@@ -4,7 +4,8 @@
 use rusqlite::{OptionalExtension, Row};
 use serde::Serialize;
 
-use super::{CheckpointRow, EventRow, Kind, Run, SampleRow, Status, Store, StoreError};
+use super::lease::{holder_alive, STALE_AFTER};
+use super::{CheckpointRow, EventRow, Kind, Owner, Run, SampleRow, Status, Store, StoreError};
 
 /// One line of `chartrl runs`.
 #[derive(Debug, Clone, Serialize)]
@@ -18,6 +19,8 @@ pub struct RunListing {
     /// The latest `reward` metric.
     pub reward: Option<f64>,
     pub updated_at: f64,
+    /// `running` in the store, but its process is gone: the same command resumes it.
+    pub crashed: bool,
 }
 
 /// One metric value: the rows of `chartrl runs export`.
@@ -142,7 +145,8 @@ impl Store {
     /// Every run with its latest reward, oldest first.
     pub fn list_runs(&self) -> Result<Vec<RunListing>, StoreError> {
         let mut stmt = self.conn.prepare(
-            "SELECT r.name, r.kind, r.mode, r.status, r.step, r.total_steps, l.value, r.updated_at
+            "SELECT r.name, r.kind, r.mode, r.status, r.step, r.total_steps, l.value, r.updated_at,
+                    r.host, r.pid, r.pid_start, r.heartbeat_at
              FROM runs r LEFT JOIN latest_metrics l ON l.run_id = r.id AND l.key = 'reward'
              ORDER BY r.created_at, r.id",
         )?;
@@ -156,11 +160,25 @@ impl Store {
                 r.get::<_, i64>(5)?,
                 r.get::<_, Option<f64>>(6)?,
                 r.get::<_, f64>(7)?,
+                (
+                    r.get::<_, Option<String>>(8)?,
+                    r.get::<_, Option<i64>>(9)?,
+                    r.get::<_, Option<i64>>(10)?,
+                    r.get::<_, Option<f64>>(11)?,
+                ),
             ))
         })?;
+        let me = Owner::current();
         let mut out = Vec::new();
         for row in rows {
-            let (name, kind, mode, status, step, total, reward, updated_at) = row?;
+            let (name, kind, mode, status, step, total, reward, updated_at, holder) = row?;
+            let crashed = status == Status::Running.as_str()
+                && match holder {
+                    (Some(host), Some(pid), start, beat) => {
+                        !holder_alive(&host, pid, start, beat, &me, STALE_AFTER)
+                    }
+                    _ => true,
+                };
             let bad = |column, value: &str| StoreError::BadValue {
                 run: name.clone(),
                 column,
@@ -175,6 +193,7 @@ impl Store {
                 total_steps: total as usize,
                 reward,
                 updated_at,
+                crashed,
             });
         }
         Ok(out)

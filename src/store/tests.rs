@@ -172,8 +172,17 @@ fn a_live_claim_refuses_a_second_claimant_and_a_dead_one_is_taken_over() {
         .unwrap();
     assert_eq!(run.status, Status::Running);
 
-    // The old holder no longer owns it.
+    // The old holder no longer owns it: its heartbeats and step records are refused.
     assert!(!store.heartbeat(run.id, &dead.token).unwrap());
+    let stale_write = StepRecord {
+        step: 0,
+        lease: Some(&dead.token),
+        ..Default::default()
+    };
+    assert!(matches!(
+        store.log_step(run.id, &stale_write),
+        Err(StoreError::LeaseLost(_))
+    ));
     assert!(matches!(
         store.release(&run, &dead, Status::Failed, None),
         Err(StoreError::LeaseLost(_))

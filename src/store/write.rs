@@ -14,6 +14,9 @@ pub struct StepRecord<'a> {
     pub values: Option<&'a BTreeMap<String, f64>>,
     pub events: &'a [EventRow],
     pub samples: &'a [SampleRow],
+    /// When given, the write happens only while this lease holds the run; otherwise it fails
+    /// with [`StoreError::LeaseLost`] (another process took the run over).
+    pub lease: Option<&'a str>,
 }
 
 impl Store {
@@ -24,6 +27,14 @@ impl Store {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        if let Some(token) = rec.lease {
+            let (holder, name): (Option<String>, String) = tx
+                .prepare_cached("SELECT lease, name FROM runs WHERE id = ?1")?
+                .query_row([run_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            if holder.as_deref() != Some(token) {
+                return Err(StoreError::LeaseLost(name));
+            }
+        }
         {
             let mut metric = tx.prepare_cached(
                 "INSERT OR REPLACE INTO metrics (run_id, key, step, value, time)

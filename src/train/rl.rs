@@ -477,7 +477,8 @@ impl RlTrainer {
     }
 }
 
-/// The step's best and worst completions by total reward (the first of equals).
+/// The step's best and worst completions by total reward (the first of equals; only one
+/// when all are equal).
 fn examples(
     flat: &[(usize, &Completion)],
     idx: &[usize],
@@ -500,8 +501,15 @@ fn examples(
             worst = i;
         }
     }
-    [("best", best), ("worst", worst)]
-        .into_iter()
+    // When every completion scored the same, one example says it all.
+    let ranks: &[(&'static str, usize)] = if total[best] == total[worst] {
+        &[("best", best)]
+    } else {
+        &[("best", best), ("worst", worst)]
+    };
+    ranks
+        .iter()
+        .copied()
         .map(|(rank, i)| Example {
             rank,
             prompt_id: samples[idx[flat[i].0]].id.clone(),
