@@ -355,6 +355,7 @@ mod tests {
             total_steps: 17_000,
             reward: Some(-1.25),
             updated_at: now - 4000.0,
+            crashed: false,
         })
         .collect();
         let t = table(&runs, now, 80);
