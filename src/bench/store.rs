@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::data::{tokenizer_corpus, Generator, PromptTemplate, Split};
 use crate::model::{ChatTokenizer, Policy, Preset};
 use crate::runs::{checkpoint, RunError};
-use crate::store::{write::StepRecord, Kind, NewRun, SampleRow, Store};
+use crate::store::{write::StepRecord, Kind, NewRun, Owner, SampleRow, Store, STALE_AFTER};
 use crate::train::{Mode, Recorder, RlTrainer, TrainConfig};
 
 #[derive(Debug, Clone, Serialize)]
@@ -37,7 +37,8 @@ pub struct StoreFigure {
 
 /// Trains `steps` NSR steps of `preset` (random weights, so every step has incorrect samples
 /// to push down and takes a full update) with the default trainer options, timing the step and
-/// its store write separately, then one checkpoint.
+/// its store write (lease check included, as `chartrl train` makes it) separately, then one
+/// checkpoint.
 pub fn store_overhead(preset_name: &str, steps: usize) -> Result<StoreFigure, RunError> {
     let preset = Preset::load(preset_name)?;
     let dev = candle_core::Device::Cpu;
@@ -68,6 +69,8 @@ pub fn store_overhead(preset_name: &str, steps: usize) -> Result<StoreFigure, Ru
         config: serde_json::to_value(&cfg).unwrap_or_default(),
         total_steps: steps,
     })?;
+    let me = Owner::current();
+    store.claim(&run, &me, STALE_AFTER, false)?;
     let (mut step_s, mut store_s) = (Vec::new(), Vec::new());
     let mut rows = 0;
     for _ in 0..steps {
@@ -83,7 +86,7 @@ pub fn store_overhead(preset_name: &str, steps: usize) -> Result<StoreFigure, Ru
                 values: Some(&m.values),
                 events: &[],
                 samples: &samples,
-                lease: None,
+                lease: Some(&me.token),
             },
         )?;
         store_s.push(t.elapsed().as_secs_f64());
