@@ -11,5 +11,6 @@ pub mod parallel;
 pub mod plot;
 pub mod reward;
 pub mod runs;
+pub mod script;
 pub mod store;
 pub mod train;

@@ -3,6 +3,7 @@
 
 mod bench_cmd;
 mod data_cmd;
+mod exec_cmd;
 mod model_cmd;
 mod progress;
 mod rewards_cmd;
@@ -30,6 +31,10 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run an experiment script (Rhai): finished runs are reused, interrupted ones resumed
+    ///
+    /// Example: chartrl exec experiments/poc.rhai
+    Exec(exec_cmd::ExecArgs),
     /// Create, inspect and query models (Hugging Face Qwen2 directories)
     #[command(subcommand)]
     Model(model_cmd::ModelCommand),
@@ -84,6 +89,7 @@ pub fn main() -> i32 {
     };
     init_tracing(cli.verbose);
     let result = match cli.command {
+        Command::Exec(args) => exec_cmd::run(args),
         Command::Model(cmd) => model_cmd::run(cmd),
         Command::Data(cmd) => data_cmd::run(cmd),
         Command::Rewards(cmd) => rewards_cmd::run(cmd),

@@ -37,6 +37,13 @@ impl ConsoleObserver {
         })
     }
 
+    /// Like [`ConsoleObserver::new`], with the bar drawn below the other bars of `multi`.
+    pub fn in_multi(every: usize, multi: &indicatif::MultiProgress) -> anyhow::Result<Self> {
+        let mut me = Self::new(every)?;
+        me.bar = multi.add(me.bar.clone());
+        Ok(me)
+    }
+
     /// Stops the run between steps once `flag` holds a signal number.
     pub fn stop_on(mut self, flag: Arc<AtomicUsize>) -> Self {
         self.stop = Some(flag);
@@ -44,7 +51,7 @@ impl ConsoleObserver {
     }
 
     /// A line on stdout, above the bar when one is drawn.
-    fn line(&self, text: &str) {
+    pub fn line(&self, text: &str) {
         if self.bar.is_hidden() {
             println!("{text}");
         } else {
@@ -64,6 +71,7 @@ impl ConsoleObserver {
 
 impl Observer for ConsoleObserver {
     fn on_start(&mut self, phase: Phase, start: usize, total: usize) {
+        self.bar.reset();
         self.bar.set_length(total as u64);
         self.bar.set_position(start as u64);
         self.bar.set_prefix(match phase {

@@ -9,7 +9,9 @@ use super::progress::ConsoleObserver;
 use crate::data::{Generator, PromptTemplate, Sample, Split};
 use crate::eval::greedy_accuracy;
 use crate::model::{default_dtype, Policy};
-use crate::runs::{self, ClaimPolicy, Ending, TrainOutcome, TrainRequest, WarmStartRequest};
+use crate::runs::{
+    self, ClaimPolicy, DataSpec, Ending, TrainOutcome, TrainRequest, WarmStartRequest,
+};
 use crate::store::Store;
 use crate::train::{TrainConfig, WarmStartConfig};
 
@@ -183,7 +185,8 @@ pub fn train(a: TrainArgs) -> anyhow::Result<()> {
     let request = TrainRequest {
         config: cfg,
         model: a.model.clone(),
-        data: a.data.clone(),
+        data: a.data.clone().map(DataSpec::File).unwrap_or_default(),
+        custom_rewards: Default::default(),
         name: a.name.clone(),
         experiment: a.experiment.clone(),
     };
@@ -210,7 +213,7 @@ pub fn warm(a: WarmStartArgs) -> anyhow::Result<()> {
     let request = WarmStartRequest {
         config: cfg,
         model: a.model.clone(),
-        data: a.data.clone(),
+        data: a.data.clone().map(DataSpec::File).unwrap_or_default(),
         name: a.name.clone(),
         experiment: a.experiment.clone(),
     };

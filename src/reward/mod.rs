@@ -233,6 +233,16 @@ impl Reward for Builtin {
     }
 }
 
+/// Rewards defined outside the built-ins (by a script), by name.
+#[derive(Clone, Default)]
+pub struct CustomRewards(pub std::collections::BTreeMap<String, Arc<dyn Reward>>);
+
+impl std::fmt::Debug for CustomRewards {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.0.keys()).finish()
+    }
+}
+
 /// One reward of a run: a built-in name, its weight and parameters (as in `configs/`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -272,12 +282,22 @@ impl RewardScores {
 
 impl RewardSet {
     pub fn from_specs(specs: &[RewardSpec]) -> Result<Self, RewardError> {
+        Self::from_specs_with(specs, &CustomRewards::default())
+    }
+
+    /// Like [`RewardSet::from_specs`], with `custom` rewards (a script's) taking precedence
+    /// over built-ins of the same name.
+    pub fn from_specs_with(
+        specs: &[RewardSpec],
+        custom: &CustomRewards,
+    ) -> Result<Self, RewardError> {
         let mut set = Self::default();
         for spec in specs {
-            set.push(
-                Arc::new(Builtin::from_name(&spec.name, &spec.params)?),
-                spec.weight,
-            );
+            let reward: Arc<dyn Reward> = match custom.0.get(&spec.name) {
+                Some(r) => r.clone(),
+                None => Arc::new(Builtin::from_name(&spec.name, &spec.params)?),
+            };
+            set.push(reward, spec.weight);
         }
         Ok(set)
     }

@@ -75,17 +75,6 @@ pub fn model_identity(dir: &Path) -> Result<String, RunError> {
     Ok(digest)
 }
 
-/// The identity of the training data: a file's content hash, or the synthetic split's seed.
-pub fn data_identity(data: Option<&Path>, synthetic_seed: u64) -> Result<String, RunError> {
-    Ok(match data {
-        Some(path) => {
-            let (digest, _) = sha256_file(path)?;
-            format!("file:{digest}")
-        }
-        None => format!("synthetic:v{SYNTHETIC_VERSION}:train:{synthetic_seed}"),
-    })
-}
-
 /// sha256 of the canonical JSON of `value` (serde_json sorts object keys).
 pub fn identity_of(value: &serde_json::Value) -> String {
     sha256_bytes(value.to_string().as_bytes())

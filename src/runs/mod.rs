@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use crate::data::{DataSource, Generator, PromptTemplate, Sample, Split};
 use crate::model::{default_dtype, Policy};
+use crate::reward::CustomRewards;
 use crate::store::{
     write::StepRecord, CheckpointRow, EventRow, Heartbeat, Kind, NewRun, Owner, Run, SampleRow,
     Status, Store, StoreError,
@@ -64,13 +65,69 @@ impl RunError {
     }
 }
 
+/// Where a run's samples come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DataSpec {
+    /// The built-in generator's `split` with `seed` (samples are nested: the first N of a
+    /// larger set are the smaller set).
+    Synthetic { split: Split, seed: u64 },
+    /// A chartrl JSONL or ChartQA JSON file.
+    File(PathBuf),
+}
+
+impl Default for DataSpec {
+    /// The synthetic train split, seed 2025.
+    fn default() -> Self {
+        DataSpec::Synthetic {
+            split: Split::Train,
+            seed: SYNTHETIC_SEED,
+        }
+    }
+}
+
+impl DataSpec {
+    /// The first `n` samples (all of a file's when `n` is larger).
+    pub fn samples(&self, n: usize) -> Result<Vec<Sample>, RunError> {
+        Ok(match self {
+            DataSpec::File(p) => {
+                let mut all = DataSource::from_path(p)?.load()?;
+                all.truncate(n);
+                all
+            }
+            DataSpec::Synthetic { split, seed } => Generator::new(*split, *seed).take(n).collect(),
+        })
+    }
+
+    /// The identity of the data: a file's content hash, or the generator's split and seed.
+    pub fn identity(&self) -> Result<String, RunError> {
+        Ok(match self {
+            DataSpec::File(path) => format!("file:{}", identity::sha256_file(path)?.0),
+            DataSpec::Synthetic { split, seed } => format!(
+                "synthetic:v{}:{}:{seed}",
+                identity::SYNTHETIC_VERSION,
+                split.name()
+            ),
+        })
+    }
+
+    fn path(&self) -> Option<&Path> {
+        match self {
+            DataSpec::File(p) => Some(p),
+            DataSpec::Synthetic { .. } => None,
+        }
+    }
+}
+
 /// What to train: options, input model and data, and optionally a name and experiment.
 #[derive(Debug, Clone)]
 pub struct TrainRequest {
     pub config: TrainConfig,
     pub model: PathBuf,
-    /// A data file; `None`: the synthetic train split.
-    pub data: Option<PathBuf>,
+    /// The training samples: the first `subset_size` of these.
+    pub data: DataSpec,
+    /// Rewards `config.rewards` may name besides the built-ins (a script's closures). Their
+    /// identity is whatever their spec's `params` say.
+    pub custom_rewards: CustomRewards,
     /// Default: `MODE-nSUBSET-IDENTITY8`.
     pub name: Option<String>,
     pub experiment: Option<String>,
@@ -81,7 +138,8 @@ pub struct TrainRequest {
 pub struct WarmStartRequest {
     pub config: WarmStartConfig,
     pub model: PathBuf,
-    pub data: Option<PathBuf>,
+    /// The training samples: the first `samples` of these.
+    pub data: DataSpec,
     /// Default: `warm-start-nSAMPLES-IDENTITY8`.
     pub name: Option<String>,
     pub experiment: Option<String>,
@@ -129,16 +187,6 @@ pub struct TrainOutcome {
     pub model_dir: PathBuf,
 }
 
-/// The samples a run trains on: the data file's, or the synthetic train split.
-pub fn training_samples(data: Option<&Path>, n: usize) -> Result<Vec<Sample>, RunError> {
-    Ok(match data {
-        Some(p) => DataSource::from_path(p)?.load()?,
-        None => Generator::new(Split::Train, SYNTHETIC_SEED)
-            .take(n)
-            .collect(),
-    })
-}
-
 /// The run this training request names: identity, name and stored configuration.
 pub fn plan(req: &TrainRequest) -> Result<NewRun, RunError> {
     let options = serde_json::to_value(&req.config).unwrap_or_default();
@@ -146,7 +194,7 @@ pub fn plan(req: &TrainRequest) -> Result<NewRun, RunError> {
         Kind::Train,
         options,
         &req.model,
-        req.data.as_deref(),
+        &req.data,
         req.name.as_deref(),
         &format!("{}-n{}", req.config.mode.name(), req.config.subset_size),
     )?;
@@ -163,7 +211,7 @@ pub fn plan_warm_start(req: &WarmStartRequest) -> Result<NewRun, RunError> {
         Kind::WarmStart,
         options,
         &req.model,
-        req.data.as_deref(),
+        &req.data,
         req.name.as_deref(),
         &format!("warm-start-n{}", req.config.samples),
     )?;
@@ -194,7 +242,7 @@ fn plan_run(
     kind: Kind,
     options: serde_json::Value,
     model: &Path,
-    data: Option<&Path>,
+    data: &DataSpec,
     name: Option<&str>,
     name_prefix: &str,
 ) -> Result<NewRun, RunError> {
@@ -202,7 +250,7 @@ fn plan_run(
         "kind": kind.as_str(),
         "options": results_options(&options),
         "model": identity::model_identity(model)?,
-        "data": identity::data_identity(data, SYNTHETIC_SEED)?,
+        "data": data.identity()?,
     });
     let identity = identity::identity_of(&doc);
     let name = match name {
@@ -213,7 +261,7 @@ fn plan_run(
     let mut config = doc;
     config["options"] = options;
     config["model_path"] = model.display().to_string().into();
-    config["data_path"] = data.map(|p| p.display().to_string()).into();
+    config["data_path"] = data.path().map(|p| p.display().to_string()).into();
     Ok(NewRun {
         identity,
         name,
@@ -235,14 +283,15 @@ pub fn train(
 ) -> Result<TrainOutcome, RunError> {
     let new = plan(req)?;
     execute(store, &new, claim, obs, || {
-        let samples = training_samples(req.data.as_deref(), req.config.subset_size)?;
+        let samples = req.data.samples(req.config.subset_size)?;
         let policy = load_policy(&req.model)?;
         let template = PromptTemplate::load_default()?;
-        Ok(Box::new(RlTrainer::new(
+        Ok(Box::new(RlTrainer::with_rewards(
             req.config.clone(),
             policy,
             &samples,
             template,
+            &req.custom_rewards,
         )?))
     })
 }
@@ -256,7 +305,7 @@ pub fn warm_start(
 ) -> Result<TrainOutcome, RunError> {
     let new = plan_warm_start(req)?;
     execute(store, &new, claim, obs, || {
-        let samples = training_samples(req.data.as_deref(), req.config.samples)?;
+        let samples = req.data.samples(req.config.samples)?;
         let policy = load_policy(&req.model)?;
         let template = PromptTemplate::load_default()?;
         Ok(Box::new(SftTrainer::new(

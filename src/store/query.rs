@@ -306,3 +306,16 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 }
+
+impl Store {
+    /// The run with this identity, if any.
+    pub fn run_by_identity(&self, identity: &str) -> Result<Option<Run>, StoreError> {
+        let id: Option<i64> = self
+            .conn
+            .query_row("SELECT id FROM runs WHERE identity = ?1", [identity], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        id.map(|id| self.run_by_id(id)).transpose()
+    }
+}

@@ -143,6 +143,13 @@ impl TrainConfig {
                 });
             }
             obj.insert(k.clone(), v.clone());
+            // Checked one option at a time so a wrong type names its option.
+            if let Err(e) = serde_json::from_value::<Self>(serde_json::Value::Object(obj.clone())) {
+                return Err(TrainError::Config {
+                    origin: format!("option `{k}`"),
+                    msg: e.to_string(),
+                });
+            }
         }
         let cfg: Self = serde_json::from_value(value).map_err(|e| TrainError::Config {
             origin: "overrides".into(),

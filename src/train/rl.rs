@@ -20,7 +20,7 @@ use super::optim::{AdamW, AdamWConfig};
 use super::{Mode, TrainConfig, TrainError};
 use crate::data::{PromptTemplate, Sample};
 use crate::model::{Completion, Policy, SamplingParams};
-use crate::reward::{is_correct, RewardSet, Scored};
+use crate::reward::{is_correct, CustomRewards, RewardSet, Scored};
 
 /// A policy being trained with RL, with everything needed to take the next step.
 pub struct RlTrainer {
@@ -84,6 +84,18 @@ impl RlTrainer {
         samples: &[Sample],
         template: PromptTemplate,
     ) -> Result<Self, TrainError> {
+        Self::with_rewards(config, policy, samples, template, &CustomRewards::default())
+    }
+
+    /// Like [`RlTrainer::new`], with rewards defined outside the built-ins available to
+    /// `config.rewards` by name.
+    pub fn with_rewards(
+        config: TrainConfig,
+        policy: Policy,
+        samples: &[Sample],
+        template: PromptTemplate,
+        custom: &CustomRewards,
+    ) -> Result<Self, TrainError> {
         if samples.len() < config.subset_size {
             return Err(TrainError::Config {
                 origin: "subset_size".into(),
@@ -94,7 +106,7 @@ impl RlTrainer {
                 ),
             });
         }
-        let rewards = RewardSet::from_specs(&config.rewards)?;
+        let rewards = RewardSet::from_specs_with(&config.rewards, custom)?;
         let reference = if config.beta > 0.0 {
             Some(Policy::new(
                 policy.config.clone(),

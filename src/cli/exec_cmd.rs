@@ -1,0 +1,182 @@
+//! `chartrl exec SCRIPT`: runs a Rhai experiment script, with a progress bar for the sweep
+//! above the bar of the current run, and a table of what happened to each run at the end.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use clap::Args;
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use super::progress::ConsoleObserver;
+use super::train_cmd::DEFAULT_DB;
+use crate::script::{self, ExecObserver, ExecOptions, RunLine, ScriptError};
+use crate::train::{Event, Observer, Phase, StepMetrics};
+
+/// Run an experiment script (Rhai). Finished runs are reused, interrupted ones resumed.
+///
+/// Example: chartrl exec experiments/poc.rhai --set scale=poc
+#[derive(Args, Debug)]
+pub struct ExecArgs {
+    /// The script (.rhai)
+    script: PathBuf,
+    /// A script parameter, read with param("NAME", default)
+    #[arg(long = "set", value_name = "NAME=VALUE")]
+    set: Vec<String>,
+    /// List the runs the script would start, resume or reuse; train nothing
+    #[arg(long)]
+    dry_run: bool,
+    /// The run store
+    #[arg(long, default_value = DEFAULT_DB)]
+    db: PathBuf,
+    /// Print each run's step line every N steps
+    #[arg(long, default_value_t = 10)]
+    log_every: usize,
+}
+
+pub fn run(a: ExecArgs) -> anyhow::Result<()> {
+    let mut sets = BTreeMap::new();
+    for kv in &a.set {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("--set {kv}: expected NAME=VALUE"))?;
+        sets.insert(k.to_string(), v.to_string());
+    }
+    let stop = super::signals::stop_flag()?;
+    let opts = ExecOptions {
+        script: a.script.clone(),
+        sets,
+        dry_run: a.dry_run,
+        db: a.db.clone(),
+        stop: Some(stop.clone()),
+    };
+    let obs = SweepConsole::new(a.log_every, stop.clone())?;
+    let summary = match script::exec(&opts, Box::new(obs)) {
+        Ok(s) => s,
+        Err(ScriptError::Interrupted { location, message }) => {
+            let signal = stop.load(std::sync::atomic::Ordering::Relaxed);
+            return Err(super::Interrupted {
+                code: super::signals::exit_code(signal.max(2)),
+                message: format!(
+                    "{location}: {} stopped the script: {message}",
+                    super::signals::name(signal.max(2))
+                ),
+            }
+            .into());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let header = if a.dry_run { "would do" } else { "did" };
+    println!("\n{} runs ({header}):", summary.runs.len());
+    println!(
+        "  {:<34} {:<12} {:<13} {:>11} {:>8}",
+        "RUN", "WHAT", "ACTION", "STEP", "LAST"
+    );
+    for r in &summary.runs {
+        println!(
+            "  {:<34} {:<12} {:<13} {:>11} {:>8}",
+            clip(&r.name, 34),
+            r.what,
+            r.action.as_str(),
+            format!("{}/{}", r.step, r.total_steps),
+            r.last
+                .map(|v| format!("{v:.3}"))
+                .unwrap_or_else(|| "-".into())
+        );
+    }
+    for name in &summary.unused_sets {
+        println!("warning: --set {name} was given but the script never asks for param(\"{name}\")");
+    }
+    println!("{} in {:.1}s", a.script.display(), summary.seconds);
+    Ok(())
+}
+
+fn clip(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        let mut t: String = s.chars().take(n - 1).collect();
+        t.push('…');
+        t
+    }
+}
+
+/// The console of a script: a sweep bar (runs done of planned) above each run's own bar.
+struct SweepConsole {
+    sweep: ProgressBar,
+    run: ConsoleObserver,
+}
+
+impl SweepConsole {
+    fn new(
+        every: usize,
+        stop: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    ) -> anyhow::Result<Self> {
+        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+        let sweep = multi.add(ProgressBar::new(0));
+        sweep.set_style(
+            ProgressStyle::with_template("sweep [{bar:30}] {pos}/{len} runs  ETA {eta}  {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        let run = ConsoleObserver::in_multi(every, &multi)?.stop_on(stop);
+        Ok(Self { sweep, run })
+    }
+}
+
+impl Observer for SweepConsole {
+    fn on_start(&mut self, phase: Phase, start: usize, total: usize) {
+        self.run.on_start(phase, start, total);
+    }
+    fn on_step(&mut self, m: &StepMetrics) {
+        self.run.on_step(m);
+    }
+    fn on_event(&mut self, e: &Event) {
+        self.run.on_event(e);
+    }
+    fn should_stop(&self) -> bool {
+        self.run.should_stop()
+    }
+}
+
+impl ExecObserver for SweepConsole {
+    fn on_plan(&mut self, runs: usize) {
+        self.sweep.set_length(runs as u64);
+    }
+
+    fn on_run(&mut self, name: &str, ended: Option<&RunLine>) {
+        match ended {
+            None => {
+                self.sweep.set_message(name.to_string());
+                self.run.line(&format!("── {name}"));
+            }
+            Some(line) => {
+                self.run.finish();
+                if matches!(
+                    line.action,
+                    script::Action::Trained | script::Action::Resumed
+                ) {
+                    self.sweep.inc(1);
+                }
+                self.run.line(&format!(
+                    "── {name}: {} ({}/{} steps{})",
+                    line.action.as_str(),
+                    line.step,
+                    line.total_steps,
+                    line.last
+                        .map(|v| format!(", last {v:.3}"))
+                        .unwrap_or_default()
+                ));
+            }
+        }
+    }
+
+    fn on_log(&mut self, message: &str) {
+        self.run.line(message);
+    }
+}
+
+impl Drop for SweepConsole {
+    fn drop(&mut self) {
+        self.sweep.finish_and_clear();
+    }
+}
