@@ -77,7 +77,11 @@ pub fn run(a: ExecArgs) -> anyhow::Result<()> {
             clip(&r.name, 34),
             r.what,
             r.action.as_str(),
-            format!("{}/{}", r.step, r.total_steps),
+            if r.total_steps > 0 {
+                format!("{}/{}", r.step, r.total_steps)
+            } else {
+                "-".into()
+            },
             r.last
                 .map(|v| format!("{v:.3}"))
                 .unwrap_or_else(|| "-".into())
@@ -87,6 +91,20 @@ pub fn run(a: ExecArgs) -> anyhow::Result<()> {
         println!("warning: --set {name} was given but the script never asks for param(\"{name}\")");
     }
     println!("{} in {:.1}s", a.script.display(), summary.seconds);
+    let failed: Vec<&str> = summary
+        .runs
+        .iter()
+        .filter(|r| r.action == script::Action::Failed)
+        .map(|r| r.name.as_str())
+        .collect();
+    if !failed.is_empty() {
+        anyhow::bail!(
+            "{} run{} failed: {} (`chartrl runs show NAME` for the error)",
+            failed.len(),
+            if failed.len() == 1 { "" } else { "s" },
+            failed.join(", ")
+        );
+    }
     Ok(())
 }
 

@@ -229,6 +229,13 @@ impl Host {
         let mut map = json_map(&opts)?;
         map.entry("samples").or_insert(data.size.into());
         let config: WarmStartConfig = apply(&WarmStartConfig::default(), &map, "warm_start")?;
+        if config.samples > data.size {
+            return Err(format!(
+                "warm_start: samples {} but the data has only {} samples",
+                config.samples, data.size
+            )
+            .into());
+        }
         let req = WarmStartRequest {
             config,
             model: model.dir.clone(),

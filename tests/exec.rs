@@ -1,0 +1,298 @@
+//! `chartrl exec` on small scripts through the real binary and the real SQLite file: sweeps,
+//! reuse, script rewards, parameters, dry runs, edits, and every kind of script error.
+
+mod common;
+
+use std::path::Path;
+
+use chartrl::store::Store;
+use common::{chartrl, ok, stderr, stdout, user_error};
+
+/// Two modes on 4 samples, 2 steps each.
+const SWEEP: &str = r#"
+let n = param("n", 4);
+let modes = param("modes", "nsr,psr").split(",");
+let base = model("tiny");
+for mode in modes {
+    let run = train(#{ mode: mode, model: base, data: chart_data(#{ size: 100 }).take(n),
+                       batch_size: 2, num_generations: 2, max_completion_length: 12 });
+    print(`${run.name} ${run.status}`);
+}
+"#;
+
+/// How many runs of the closing summary table ended with `action`.
+fn count(out: &str, action: &str) -> usize {
+    out.lines()
+        .skip_while(|l| !l.contains(" runs ("))
+        .filter(|l| l.starts_with("  ") && l.contains(&format!(" {action} ")))
+        .count()
+}
+
+/// Creates the tiny preset model (so dry runs can name the runs that train it).
+fn init(dir: &Path) {
+    write(dir, "init.rhai", "model(\"tiny\");");
+    ok(&["exec", "init.rhai"], dir);
+}
+
+fn write(dir: &Path, name: &str, text: &str) {
+    std::fs::write(dir.join(name), text).unwrap();
+}
+
+fn runs_in(dir: &Path) -> Vec<(String, String)> {
+    let db = dir.join("runs/chartrl.db");
+    if !db.is_file() {
+        return Vec::new();
+    }
+    let store = Store::open(&db).unwrap();
+    store
+        .list_runs()
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.name, r.status.as_str().to_string()))
+        .collect()
+}
+
+#[test]
+fn a_sweep_runs_then_is_reused_and_an_edit_trains_only_the_new_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    write(tmp.path(), "sweep.rhai", SWEEP);
+    let out = ok(&["exec", "sweep.rhai"], tmp.path());
+    assert!(out.contains("2 runs (did)"), "{out}");
+    assert_eq!(count(&out, "trained"), 2, "{out}");
+    let runs = runs_in(tmp.path());
+    assert_eq!(runs.len(), 2);
+    assert!(runs.iter().all(|(_, s)| s == "done"), "{runs:?}");
+
+    let again = ok(&["exec", "sweep.rhai"], tmp.path());
+    assert_eq!(count(&again, "reused"), 2, "{again}");
+    assert_eq!(count(&again, "trained"), 0, "{again}");
+
+    // The script edited: a third mode.
+    write(
+        tmp.path(),
+        "sweep.rhai",
+        &SWEEP.replace("\"nsr,psr\"", "\"nsr,psr,grpo\""),
+    );
+    let edited = ok(&["exec", "sweep.rhai"], tmp.path());
+    assert_eq!(count(&edited, "reused"), 2, "{edited}");
+    assert_eq!(count(&edited, "trained"), 1, "{edited}");
+    assert!(edited.contains("grpo-n4-"), "{edited}");
+    assert_eq!(runs_in(tmp.path()).len(), 3);
+}
+
+#[test]
+fn set_changes_the_plan_and_a_dry_run_trains_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    write(tmp.path(), "sweep.rhai", SWEEP);
+    let plan = ok(&["exec", "sweep.rhai", "--dry-run"], tmp.path());
+    assert_eq!(count(&plan, "would start"), 2, "{plan}");
+    assert!(
+        !tmp.path().join("runs/chartrl.db").exists(),
+        "a dry run created the store"
+    );
+    assert!(
+        !tmp.path().join("runs/models").exists(),
+        "a dry run created the model"
+    );
+
+    init(tmp.path());
+    let plan = ok(&["exec", "sweep.rhai", "--dry-run"], tmp.path());
+    assert_eq!(count(&plan, "would start"), 2, "{plan}");
+    assert!(plan.contains("nsr-n4-") && plan.contains("0/2"), "{plan}");
+
+    let plan6 = ok(
+        &[
+            "exec",
+            "sweep.rhai",
+            "--dry-run",
+            "--set",
+            "n=6",
+            "--set",
+            "modes=grpo",
+        ],
+        tmp.path(),
+    );
+    assert_eq!(count(&plan6, "would start"), 1, "{plan6}");
+    assert!(
+        plan6.contains("grpo-n6-") && plan6.contains("0/3"),
+        "{plan6}"
+    );
+
+    ok(&["exec", "sweep.rhai"], tmp.path());
+    let after = ok(
+        &["exec", "sweep.rhai", "--dry-run", "--set", "modes=nsr,grpo"],
+        tmp.path(),
+    );
+    assert_eq!(count(&after, "would reuse"), 1, "{after}");
+    assert_eq!(count(&after, "would start"), 1, "{after}");
+    assert_eq!(runs_in(tmp.path()).len(), 2);
+
+    let typo = ok(
+        &["exec", "sweep.rhai", "--dry-run", "--set", "sizes=3"],
+        tmp.path(),
+    );
+    assert!(
+        typo.contains("--set sizes was given but the script never asks"),
+        "{typo}"
+    );
+}
+
+#[test]
+fn a_script_reward_is_recorded_and_changes_the_total() {
+    let tmp = tempfile::tempdir().unwrap();
+    let script = |extra: &str| {
+        format!(
+            r#"
+let run = train(#{{ mode: "nsr", model: model("tiny"), data: chart_data(#{{ size: 4 }}),
+                   batch_size: 2, num_generations: 2, max_completion_length: 12,
+                   rewards: [#{{ name: "format", weight: 1.0 }}{extra}] }});
+print(`total ${{run.metric("reward")}}`);
+"#
+        )
+    };
+    write(tmp.path(), "plain.rhai", &script(""));
+    write(
+        tmp.path(),
+        "custom.rhai",
+        &script(
+            r#", #{ name: "always_two", weight: 0.5, score: |c, s| if s.answer != "" { 2 } else { 0 } }"#,
+        ),
+    );
+    let plain = ok(&["exec", "plain.rhai"], tmp.path());
+    let custom = ok(&["exec", "custom.rhai"], tmp.path());
+    let total = |out: &str| -> f64 {
+        out.lines()
+            .find_map(|l| l.strip_prefix("total "))
+            .unwrap_or_else(|| panic!("{out}"))
+            .parse()
+            .unwrap()
+    };
+    assert!(
+        (total(&custom) - total(&plain) - 1.0).abs() < 1e-9,
+        "{plain}\n{custom}"
+    );
+    let store = Store::open(&tmp.path().join("runs/chartrl.db")).unwrap();
+    let runs = store.list_runs().unwrap();
+    assert_eq!(
+        runs.len(),
+        2,
+        "the closure reward gave the run a new identity"
+    );
+    let run = store.find_run(&runs[1].name).unwrap();
+    let rows = store.metrics(run.id).unwrap();
+    let custom_rows: Vec<_> = rows
+        .iter()
+        .filter(|m| m.key == "rewards/always_two/mean")
+        .collect();
+    assert_eq!(custom_rows.len(), 2);
+    assert!(custom_rows.iter().all(|m| m.value == Some(2.0)));
+}
+
+/// Runs a broken script; asserts exit 1, a message with `script.rhai:LINE:COL`, and that the
+/// store holds what it held before.
+fn broken(dir: &Path, body: &str, line: usize, needles: &[&str]) {
+    write(dir, "bad.rhai", body);
+    let before = runs_in(dir);
+    let err = user_error(&["exec", "bad.rhai"], dir);
+    assert!(
+        err.contains(&format!("bad.rhai:{line}:")),
+        "no position for line {line}:\n{err}"
+    );
+    for n in needles {
+        assert!(err.contains(n), "`{n}` missing from:\n{err}");
+    }
+    assert_eq!(runs_in(dir), before, "the store changed");
+}
+
+#[test]
+fn script_errors_point_at_the_line_exit_1_and_leave_the_store_alone() {
+    let tmp = tempfile::tempdir().unwrap();
+    write(tmp.path(), "sweep.rhai", SWEEP);
+    ok(&["exec", "sweep.rhai", "--set", "modes=nsr"], tmp.path());
+    assert_eq!(runs_in(tmp.path()).len(), 1);
+    let d = tmp.path();
+    broken(
+        d,
+        "let x = 1;\nlet y = (2 + ;\n",
+        2,
+        &["Syntax error", "let y = (2 + ;"],
+    );
+    broken(
+        d,
+        "let m = model(\"tiny\");\ntrain(#{ mode: \"nsr\", model: m, num_generation: 3 });\n",
+        2,
+        &["unknown trainer option `num_generation`", "num_generations"],
+    );
+    broken(
+        d,
+        "let m = model(\"tiny\");\n\ntrain(#{ mode: \"nsr\", model: m, batch_size: \"two\" });\n",
+        3,
+        &["option `batch_size`", "invalid type"],
+    );
+    broken(
+        d,
+        "let d = data(\"missing.jsonl\");\n",
+        1,
+        &["missing.jsonl"],
+    );
+    broken(
+        d,
+        "let d = data(\"../outside.jsonl\");\n",
+        1,
+        &["outside the working directory"],
+    );
+    broken(
+        d,
+        "import \"../../etc/x\" as x;\n",
+        1,
+        &["may only import modules from"],
+    );
+    broken(
+        d,
+        "let i = 0;\nwhile true { i += 1; }\n",
+        2,
+        &["Too many operations"],
+    );
+    broken(
+        d,
+        "let m = model(\"huge\");\n",
+        1,
+        &["no preset of that name"],
+    );
+}
+
+#[test]
+fn a_failing_run_names_itself_and_stops_the_script_unless_told_to_continue() {
+    let tmp = tempfile::tempdir().unwrap();
+    let script = |keep_going: bool| {
+        format!(
+            r#"
+let m = model("tiny");
+let bad = train(#{{ mode: "nsr", model: m, data: chart_data(#{{ size: 4 }}), max_completion_length: 12,
+                   batch_size: 2, num_generations: 2, continue_on_error: {keep_going},
+                   rewards: [#{{ name: "boom", weight: 1.0, score: |c, s| throw "boom" }}] }});
+print(`after: ${{bad.name}} ${{bad.status}}`);
+"#
+        )
+    };
+    write(tmp.path(), "stop.rhai", &script(false));
+    let err = user_error(&["exec", "stop.rhai"], tmp.path());
+    assert!(
+        err.contains("stop.rhai:3:") && err.contains("run `nsr-n4-") && err.contains("boom"),
+        "{err}"
+    );
+    let runs = runs_in(tmp.path());
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].1, "failed");
+
+    write(tmp.path(), "go.rhai", &script(true));
+    let o = chartrl(&["exec", "go.rhai"], tmp.path());
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("after: nsr-n4-") && out.contains(" failed"),
+        "{out}"
+    );
+    assert_eq!(count(&out, "failed"), 1, "{out}");
+    assert!(stderr(&o).contains("1 run failed"), "{}", stderr(&o));
+}
