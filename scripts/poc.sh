@@ -2,7 +2,7 @@
 # The 100-sample POC on the built-in tiny model, end to end and offline:
 # create the model, warm-start it on gold reasoning traces (once; reused afterwards),
 # then train each of the four modes on the first 100 synthetic samples.
-# Until `chartrl exec experiments/poc.rhai` lands, this is the main job.
+# `chartrl exec experiments/poc.rhai` is the main job; this is the same POC with plain commands.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --quiet

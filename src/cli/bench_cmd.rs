@@ -34,7 +34,14 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         reps: a.reps,
         ..Workload::default()
     };
-    for figure in bench::run(&a.preset, &workload, &dev, a.rollout_only)? {
+    let figures = bench::run(&a.preset, &workload, &dev, a.rollout_only)?;
+    for figure in &figures {
+        println!("{}", serde_json::to_string(figure)?);
+    }
+    if let Some(step) = figures.iter().find(|f| f.figure == "train_step") {
+        let completions = workload.prompts * workload.completions;
+        let figure =
+            bench::reward_cost(step.seconds, completions, 200).map_err(anyhow::Error::msg)?;
         println!("{}", serde_json::to_string(&figure)?);
     }
     if let Some(steps) = a.store {

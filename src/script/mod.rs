@@ -19,7 +19,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 pub use error::ScriptError;
-pub use reward::ScriptReward;
+pub use reward::{reward_from_source, ScriptReward};
 
 use crate::train::Observer;
 

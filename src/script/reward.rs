@@ -82,3 +82,14 @@ impl Reward for ScriptReward {
             .collect()
     }
 }
+
+/// A reward from the source of a closure expression (`|completion, sample| ...`), as a script
+/// would define it: for benchmarks and tests outside a script.
+pub fn reward_from_source(name: &str, closure: &str) -> Result<ScriptReward, String> {
+    let engine = super::engine::reward_engine();
+    let ast = engine.compile(closure).map_err(|e| e.to_string())?;
+    let func: FnPtr = engine
+        .eval_ast::<FnPtr>(&ast)
+        .map_err(|e| format!("{name}: the source must evaluate to a closure: {e}"))?;
+    Ok(ScriptReward::new(name.to_string(), Arc::new(ast), func))
+}
