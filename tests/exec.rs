@@ -296,3 +296,53 @@ print(`after: ${{bad.name}} ${{bad.status}}`);
     assert_eq!(count(&out, "failed"), 1, "{out}");
     assert!(stderr(&o).contains("1 run failed"), "{}", stderr(&o));
 }
+
+#[test]
+fn ctrl_c_stops_the_script_with_the_run_checkpointed_and_exec_again_resumes_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    write(
+        tmp.path(),
+        "long.rhai",
+        r#"
+let run = train(#{ mode: "nsr", model: model("tiny"), data: chart_data(#{ size: 40 }),
+                   batch_size: 2, num_generations: 2, max_completion_length: 12, save_steps: 5 });
+print(`finished ${run.name}`);
+"#,
+    );
+    let db = tmp.path().join("runs/chartrl.db");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_chartrl"))
+        .args(["exec", "long.rhai"])
+        .current_dir(tmp.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let step = db
+            .is_file()
+            .then(|| Store::open(&db).ok()?.list_runs().ok()?.first().map(|r| r.step))
+            .flatten()
+            .unwrap_or(0);
+        if step >= 2 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the run never reached step 2");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let sent = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let out = child.wait_with_output().unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(err.contains("long.rhai:2:") && err.contains("stopped"), "{err}");
+    let runs = runs_in(tmp.path());
+    assert_eq!(runs[0].1, "interrupted");
+
+    let again = ok(&["exec", "long.rhai"], tmp.path());
+    assert_eq!(count(&again, "resumed"), 1, "{again}");
+    assert!(again.contains("finished nsr-n40-"), "{again}");
+}
