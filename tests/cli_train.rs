@@ -7,19 +7,7 @@ use common::{ok, user_error};
 #[test]
 fn warm_start_then_train_each_mode_briefly() {
     let tmp = tempfile::tempdir().unwrap();
-    ok(
-        &[
-            "model",
-            "init",
-            "--preset",
-            "tiny",
-            "--out",
-            "m",
-            "--corpus-size",
-            "300",
-        ],
-        tmp.path(),
-    );
+    common::tiny_model(tmp.path(), "m");
     let out = ok(
         &[
             "warm-start",

@@ -321,13 +321,23 @@ print(`finished ${run.name}`);
     loop {
         let step = db
             .is_file()
-            .then(|| Store::open(&db).ok()?.list_runs().ok()?.first().map(|r| r.step))
+            .then(|| {
+                Store::open(&db)
+                    .ok()?
+                    .list_runs()
+                    .ok()?
+                    .first()
+                    .map(|r| r.step)
+            })
             .flatten()
             .unwrap_or(0);
         if step >= 2 {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "the run never reached step 2");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run never reached step 2"
+        );
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     let sent = std::process::Command::new("kill")
@@ -338,7 +348,10 @@ print(`finished ${run.name}`);
     let out = child.wait_with_output().unwrap();
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(130), "{err}");
-    assert!(err.contains("long.rhai:2:") && err.contains("stopped"), "{err}");
+    assert!(
+        err.contains("long.rhai:2:") && err.contains("stopped"),
+        "{err}"
+    );
     let runs = runs_in(tmp.path());
     assert_eq!(runs[0].1, "interrupted");
 

@@ -42,19 +42,7 @@ const TRAIN: &[&str] = &[
 ];
 
 fn init_model(dir: &Path) {
-    ok(
-        &[
-            "model",
-            "init",
-            "--preset",
-            "tiny",
-            "--out",
-            "m",
-            "--corpus-size",
-            "300",
-        ],
-        dir,
-    );
+    common::tiny_model(dir, "m");
 }
 
 /// 12 warm-start steps, a checkpoint every 2.

@@ -33,6 +33,15 @@ pub struct MetricRow {
     pub time: f64,
 }
 
+fn metric_row(r: &Row) -> rusqlite::Result<MetricRow> {
+    Ok(MetricRow {
+        step: r.get::<_, i64>(0)? as usize,
+        key: r.get(1)?,
+        value: r.get(2)?,
+        time: r.get(3)?,
+    })
+}
+
 const RUN_COLUMNS: &str = "r.id, r.identity, r.name, e.name, r.kind, r.mode, r.config, r.status,
      r.step, r.total_steps, r.created_at, r.updated_at, r.started_at, r.finished_at, r.host,
      r.pid, r.heartbeat_at, r.error, r.version";
@@ -199,92 +208,90 @@ impl Store {
         Ok(out)
     }
 
+    /// Every row `sql` (with `?1` = the run) returns, each made by `make`.
+    fn run_rows<T>(
+        &self,
+        sql: &str,
+        run_id: i64,
+        make: impl FnMut(&Row) -> rusqlite::Result<T>,
+    ) -> Result<Vec<T>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(sql)?;
+        let rows = stmt.query_map([run_id], make)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// A run's metric history, by step then key.
     pub fn metrics(&self, run_id: i64) -> Result<Vec<MetricRow>, StoreError> {
-        let mut stmt = self.conn.prepare(
+        self.run_rows(
             "SELECT step, key, value, time FROM metrics WHERE run_id = ?1 ORDER BY step, key",
-        )?;
-        let rows = stmt.query_map([run_id], |r| {
-            Ok(MetricRow {
-                step: r.get::<_, i64>(0)? as usize,
-                key: r.get(1)?,
-                value: r.get(2)?,
-                time: r.get(3)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+            run_id,
+            metric_row,
+        )
     }
 
     /// The latest value of each of a run's metrics, by key.
     pub fn latest_metrics(&self, run_id: i64) -> Result<Vec<MetricRow>, StoreError> {
-        let mut stmt = self.conn.prepare(
+        self.run_rows(
             "SELECT step, key, value, time FROM latest_metrics WHERE run_id = ?1 ORDER BY key",
-        )?;
-        let rows = stmt.query_map([run_id], |r| {
-            Ok(MetricRow {
-                step: r.get::<_, i64>(0)? as usize,
-                key: r.get(1)?,
-                value: r.get(2)?,
-                time: r.get(3)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+            run_id,
+            metric_row,
+        )
     }
 
     /// A run's checkpoints, newest first.
     pub fn checkpoints(&self, run_id: i64) -> Result<Vec<CheckpointRow>, StoreError> {
-        let mut stmt = self.conn.prepare(
+        self.run_rows(
             "SELECT step, path, sha256, size, created_at FROM checkpoints
              WHERE run_id = ?1 ORDER BY step DESC",
-        )?;
-        let rows = stmt.query_map([run_id], |r| {
-            Ok(CheckpointRow {
-                step: r.get::<_, i64>(0)? as usize,
-                path: r.get(1)?,
-                sha256: r.get(2)?,
-                size: r.get::<_, i64>(3)? as u64,
-                created_at: r.get(4)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+            run_id,
+            |r| {
+                Ok(CheckpointRow {
+                    step: r.get::<_, i64>(0)? as usize,
+                    path: r.get(1)?,
+                    sha256: r.get(2)?,
+                    size: r.get::<_, i64>(3)? as u64,
+                    created_at: r.get(4)?,
+                })
+            },
+        )
     }
 
     /// A run's events in the order they happened.
     pub fn events(&self, run_id: i64) -> Result<Vec<EventRow>, StoreError> {
-        let mut stmt = self.conn.prepare(
+        self.run_rows(
             "SELECT step, level, kind, message, time FROM events WHERE run_id = ?1 ORDER BY id",
-        )?;
-        let rows = stmt.query_map([run_id], |r| {
-            Ok(EventRow {
-                step: r.get::<_, i64>(0)? as usize,
-                level: r.get(1)?,
-                kind: r.get(2)?,
-                message: r.get(3)?,
-                time: r.get(4)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+            run_id,
+            |r| {
+                Ok(EventRow {
+                    step: r.get::<_, i64>(0)? as usize,
+                    level: r.get(1)?,
+                    kind: r.get(2)?,
+                    message: r.get(3)?,
+                    time: r.get(4)?,
+                })
+            },
+        )
     }
 
     /// A run's kept completions (best and worst of each step), by step.
     pub fn samples(&self, run_id: i64) -> Result<Vec<SampleRow>, StoreError> {
-        let mut stmt = self.conn.prepare(
+        self.run_rows(
             "SELECT step, rank, prompt_id, completion, rewards, reward, advantage FROM samples
              WHERE run_id = ?1 ORDER BY step, rank",
-        )?;
-        let rows = stmt.query_map([run_id], |r| {
-            let rewards: String = r.get(4)?;
-            Ok(SampleRow {
-                step: r.get::<_, i64>(0)? as usize,
-                rank: r.get(1)?,
-                prompt_id: r.get(2)?,
-                completion: r.get(3)?,
-                rewards: serde_json::from_str(&rewards).unwrap_or(serde_json::Value::Null),
-                reward: r.get(5)?,
-                advantage: r.get(6)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+            run_id,
+            |r| {
+                let rewards: String = r.get(4)?;
+                Ok(SampleRow {
+                    step: r.get::<_, i64>(0)? as usize,
+                    rank: r.get(1)?,
+                    prompt_id: r.get(2)?,
+                    completion: r.get(3)?,
+                    rewards: serde_json::from_str(&rewards).unwrap_or(serde_json::Value::Null),
+                    reward: r.get(5)?,
+                    advantage: r.get(6)?,
+                })
+            },
+        )
     }
 
     /// A run's evaluations: `(step, name, metrics JSON)`, by step then name.
@@ -292,18 +299,18 @@ impl Store {
         &self,
         run_id: i64,
     ) -> Result<Vec<(usize, String, serde_json::Value)>, StoreError> {
-        let mut stmt = self.conn.prepare(
+        self.run_rows(
             "SELECT step, name, metrics FROM evaluations WHERE run_id = ?1 ORDER BY step, name",
-        )?;
-        let rows = stmt.query_map([run_id], |r| {
-            let m: String = r.get(2)?;
-            Ok((
-                r.get::<_, i64>(0)? as usize,
-                r.get(1)?,
-                serde_json::from_str(&m).unwrap_or(serde_json::Value::Null),
-            ))
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+            run_id,
+            |r| {
+                let m: String = r.get(2)?;
+                Ok((
+                    r.get::<_, i64>(0)? as usize,
+                    r.get(1)?,
+                    serde_json::from_str(&m).unwrap_or(serde_json::Value::Null),
+                ))
+            },
+        )
     }
 }
 

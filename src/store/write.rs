@@ -98,18 +98,23 @@ impl Store {
         Ok(())
     }
 
-    /// One event outside a step's record (a skipped checkpoint, a resume).
-    pub fn add_event(&mut self, run_id: i64, e: &EventRow) -> Result<(), StoreError> {
+    /// Runs one statement in its own `BEGIN IMMEDIATE` transaction.
+    fn execute_one(&mut self, sql: &str, params: impl rusqlite::Params) -> Result<(), StoreError> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        tx.execute(
+        tx.execute(sql, params)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// One event outside a step's record (a skipped checkpoint, a resume).
+    pub fn add_event(&mut self, run_id: i64, e: &EventRow) -> Result<(), StoreError> {
+        self.execute_one(
             "INSERT INTO events (run_id, step, level, kind, message, time)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             rusqlite::params![run_id, e.step as i64, e.level, e.kind, e.message, e.time],
-        )?;
-        tx.commit()?;
-        Ok(())
+        )
     }
 
     /// Forgets everything a run recorded at steps `>= step` (metrics, events, completions,
@@ -144,10 +149,7 @@ impl Store {
 
     /// Records a checkpoint whose files are already durable on disk.
     pub fn add_checkpoint(&mut self, run_id: i64, c: &CheckpointRow) -> Result<(), StoreError> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        tx.execute(
+        self.execute_one(
             "INSERT OR REPLACE INTO checkpoints (run_id, step, path, sha256, size, created_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             rusqlite::params![
@@ -158,21 +160,14 @@ impl Store {
                 c.size as i64,
                 c.created_at
             ],
-        )?;
-        tx.commit()?;
-        Ok(())
+        )
     }
 
     pub fn delete_checkpoint(&mut self, run_id: i64, step: usize) -> Result<(), StoreError> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        tx.execute(
+        self.execute_one(
             "DELETE FROM checkpoints WHERE run_id = ?1 AND step = ?2",
             rusqlite::params![run_id, step as i64],
-        )?;
-        tx.commit()?;
-        Ok(())
+        )
     }
 
     /// Records (or replaces) a named evaluation of a run at a step; `metrics` is a JSON object.
@@ -183,15 +178,10 @@ impl Store {
         name: &str,
         metrics: &serde_json::Value,
     ) -> Result<(), StoreError> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        tx.execute(
+        self.execute_one(
             "INSERT OR REPLACE INTO evaluations (run_id, step, name, metrics, created_at)
              VALUES (?1, ?2, ?3, ?4, ?5)",
             rusqlite::params![run_id, step as i64, name, metrics.to_string(), now()],
-        )?;
-        tx.commit()?;
-        Ok(())
+        )
     }
 }

@@ -46,3 +46,20 @@ pub fn user_error(args: &[&str], cwd: &Path) -> String {
     );
     stderr(&o)
 }
+
+/// Creates a tiny preset model (a 300-text tokenizer corpus, for speed) at `dir/name`.
+pub fn tiny_model(dir: &Path, name: &str) {
+    ok(
+        &[
+            "model",
+            "init",
+            "--preset",
+            "tiny",
+            "--out",
+            name,
+            "--corpus-size",
+            "300",
+        ],
+        dir,
+    );
+}
