@@ -134,7 +134,11 @@ impl Host {
         let preset = Preset::load(spec).map_err(|_| {
             format!("model(\"{spec}\"): no model directory there and no preset of that name (presets: tiny, small)")
         })?;
-        let dir = self.store.root().join("models").join(spec);
+        let stem = std::path::Path::new(spec)
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| spec.to_string());
+        let dir = self.store.root().join("models").join(&stem);
         if dir.join("config.json").is_file() {
             return Ok(ModelRef { dir, ready: true });
         }
@@ -146,7 +150,7 @@ impl Host {
                 .map_err(|e| format!("model(\"{spec}\"): {e}"))?;
         let policy = Policy::create(&preset, tokenizer, 0, &candle_core::Device::Cpu)
             .map_err(|e| format!("model(\"{spec}\"): {e}"))?;
-        let tmp = dir.with_file_name(format!(".tmp-{spec}-{}", std::process::id()));
+        let tmp = dir.with_file_name(format!(".tmp-{stem}-{}", std::process::id()));
         policy
             .save(&tmp)
             .map_err(|e| format!("model(\"{spec}\"): {e}"))?;
@@ -344,6 +348,13 @@ impl Host {
         keep_going: bool,
     ) -> Result<RunRef, Stop> {
         let root = self.store.root();
+        if !model.ready && !self.dry {
+            return Err(format!(
+                "{what}: its model {} does not exist (the run that makes it failed or did not finish)",
+                model.dir.display()
+            )
+            .into());
+        }
         if !model.ready {
             // Its input model does not exist yet (a dry pass before the warm start ran).
             let name = asked_name.unwrap_or_else(|| format!("{what}-(after its input model)"));
