@@ -143,17 +143,26 @@ fn broken_model_directories_are_user_errors_that_name_the_file() {
 #[test]
 fn bench_prints_one_json_object_per_figure() {
     let tmp = tempfile::tempdir().unwrap();
-    let out = ok(&["bench", "--preset", "tiny", "--reps", "1"], tmp.path());
+    let out = ok(
+        &["bench", "--preset", "tiny", "--reps", "1", "--store", "2"],
+        tmp.path(),
+    );
     let figures: Vec<serde_json::Value> = out
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(figures.len(), 2);
+    assert_eq!(figures.len(), 4, "{out}");
     assert_eq!(figures[0]["figure"], "rollout");
     assert!(figures[0]["new_tokens_per_s"].as_f64().unwrap() > 0.0);
     assert_eq!(figures[1]["figure"], "train_step");
     assert!(figures[1]["seconds"].as_f64().unwrap() > 0.0);
     assert!(figures[1]["peak_rss_mb"].as_f64().unwrap() > 0.0);
+    assert_eq!(figures[2]["figure"], "script_reward");
+    assert!(figures[2]["script_seconds"].as_f64().unwrap() > 0.0);
+    assert_eq!(figures[3]["figure"], "store");
+    assert_eq!(figures[3]["steps"], 2);
+    assert!(figures[3]["store_seconds"].as_f64().unwrap() > 0.0);
+    assert!(figures[3]["checkpoint_mb"].as_f64().unwrap() > 1.0);
 }
 
 #[test]
