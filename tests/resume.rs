@@ -367,3 +367,26 @@ fn an_interrupted_warm_start_resumes_exactly_and_is_reused_when_done() {
     assert_eq!(run.kind.as_str(), "warm-start");
     assert_eq!(store.evaluations(run.id).unwrap().len(), 1);
 }
+
+#[test]
+fn a_copied_runs_directory_resumes_elsewhere() {
+    let want = reference();
+    let here = tempfile::tempdir().unwrap();
+    init_model(here.path());
+    spawn(here.path(), Some("checkpoint-commit:8"))
+        .wait()
+        .unwrap();
+    // Another machine: the model and runs/ copied to a different absolute path.
+    let there = tempfile::tempdir().unwrap();
+    let copied = Command::new("cp")
+        .args(["-a", "m", "runs"])
+        .arg(there.path())
+        .current_dir(here.path())
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    drop(here);
+    let out = ok(TRAIN, there.path());
+    assert!(out.contains("from its checkpoint at step 6"), "{out}");
+    assert_same(&record(there.path()), want, "copied");
+}

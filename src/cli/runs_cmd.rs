@@ -209,6 +209,13 @@ fn show(store: &Store, query: &str, json: bool) -> anyhow::Result<()> {
             c.path
         );
     }
+    let evaluations = store.evaluations(run.id)?;
+    if !evaluations.is_empty() {
+        println!("\nevaluations:");
+        for (step, name, m) in &evaluations {
+            println!("  step {step:>6}  {name}  {m}");
+        }
+    }
     println!("\nevents:");
     if events.is_empty() {
         println!("  none");
