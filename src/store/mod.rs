@@ -32,6 +32,11 @@ pub enum StoreError {
         path: PathBuf,
         source: rusqlite::Error,
     },
+    #[error("{path}: {source}")]
+    Dir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{0}: no run store here (train something first, or pass --db)")]
     Missing(PathBuf),
     #[error("the store's schema is version {found}, newer than this chartrl understands ({supported}); upgrade chartrl")]
@@ -234,9 +239,9 @@ impl Store {
             source,
         };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| StoreError::Open {
-                path: path.to_path_buf(),
-                source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::Dir {
+                path: dir.to_path_buf(),
+                source: e,
             })?;
         }
         let mut conn = Connection::open(path).map_err(open_err)?;
