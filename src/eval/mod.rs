@@ -1,5 +1,9 @@
 //! Evaluation on held-out questions.
 
+mod passk;
+
+pub use passk::{mean_pass_at_k, pass_at_k, PassKError};
+
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
