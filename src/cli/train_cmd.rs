@@ -18,14 +18,10 @@ use crate::train::{TrainConfig, WarmStartConfig};
 /// Where the run store lives unless `--db` says otherwise.
 pub const DEFAULT_DB: &str = "runs/chartrl.db";
 
-/// Train a model with RL in one of the four modes, as a run in the store.
-///
-/// Options default to configs/trainer.yaml; flags override them. Running the same command again
-/// resumes an unfinished run from its latest checkpoint, or reports a finished one.
-///
-/// Example: chartrl train --mode nsr --model models/tiny-warm --subset-size 100 --num-generations 4 --batch-size 2
+/// What every training command takes: the input model and data, and the run's store, name,
+/// experiment and claim.
 #[derive(Args, Debug)]
-pub struct TrainArgs {
+pub struct RunArgs {
     /// Model directory to start from
     #[arg(long)]
     model: PathBuf,
@@ -35,7 +31,7 @@ pub struct TrainArgs {
     /// The run store; checkpoints and the final model go beside it, under RUNS_ROOT/NAME/
     #[arg(long, default_value = DEFAULT_DB)]
     db: PathBuf,
-    /// Run name (default: MODE-nSUBSET-HASH8, from the run's identity)
+    /// Run name (default: MODE-nSUBSET-HASH8 or warm-start-nSAMPLES-HASH8, from its identity)
     #[arg(long)]
     name: Option<String>,
     /// Group the run under this experiment
@@ -44,6 +40,24 @@ pub struct TrainArgs {
     /// Take the run over even if another process seems to be training it
     #[arg(long)]
     force: bool,
+}
+
+impl RunArgs {
+    fn data(&self) -> DataSpec {
+        self.data.clone().map(DataSpec::File).unwrap_or_default()
+    }
+}
+
+/// Train a model with RL in one of the four modes, as a run in the store.
+///
+/// Options default to configs/trainer.yaml; flags override them. Running the same command again
+/// resumes an unfinished run from its latest checkpoint, or reports a finished one.
+///
+/// Example: chartrl train --mode nsr --model models/tiny-warm --subset-size 100 --num-generations 4 --batch-size 2
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    run: RunArgs,
     /// A YAML file of trainer options (on top of configs/trainer.yaml)
     #[arg(long)]
     config: Option<PathBuf>,
@@ -92,25 +106,11 @@ pub struct TrainArgs {
 /// Example: chartrl warm-start --model models/tiny --out models/tiny-warm
 #[derive(Args, Debug)]
 pub struct WarmStartArgs {
-    #[arg(long)]
-    model: PathBuf,
-    /// Training data (.jsonl or ChartQA .json); default: the synthetic train split (seed 2025)
-    #[arg(long)]
-    data: Option<PathBuf>,
+    #[command(flatten)]
+    run: RunArgs,
     /// Also write the final model to this directory (it is always in RUNS_ROOT/NAME/model)
     #[arg(long)]
     out: Option<PathBuf>,
-    /// The run store
-    #[arg(long, default_value = DEFAULT_DB)]
-    db: PathBuf,
-    /// Run name (default: warm-start-nSAMPLES-HASH8)
-    #[arg(long)]
-    name: Option<String>,
-    #[arg(long)]
-    experiment: Option<String>,
-    /// Take the run over even if another process seems to be training it
-    #[arg(long)]
-    force: bool,
     #[arg(long, default_value_t = WarmStartConfig::default().samples)]
     samples: usize,
     #[arg(long, default_value_t = WarmStartConfig::default().epochs)]
@@ -180,26 +180,26 @@ fn config_from(a: &TrainArgs) -> anyhow::Result<TrainConfig> {
 
 pub fn train(a: TrainArgs) -> anyhow::Result<()> {
     let cfg = config_from(&a)?;
-    super::model_dir(&a.model)?;
-    let mut store = Store::open(&a.db)?;
+    super::model_dir(&a.run.model)?;
+    let mut store = Store::open(&a.run.db)?;
     let request = TrainRequest {
         config: cfg,
-        model: a.model.clone(),
-        data: a.data.clone().map(DataSpec::File).unwrap_or_default(),
+        model: a.run.model.clone(),
+        data: a.run.data(),
         custom_rewards: Default::default(),
-        name: a.name.clone(),
-        experiment: a.experiment.clone(),
+        name: a.run.name.clone(),
+        experiment: a.run.experiment.clone(),
     };
     let stop = super::signals::stop_flag()?;
     let mut obs = ConsoleObserver::new(a.log_every)?.stop_on(stop.clone());
-    let outcome = runs::train(&mut store, &request, &claim(a.force), &mut obs);
+    let outcome = runs::train(&mut store, &request, &claim(a.run.force), &mut obs);
     obs.finish();
     let label = request.config.mode.name().to_uppercase();
-    report(&outcome?, &label, a.name.as_deref(), &stop)
+    report(&outcome?, &label, a.run.name.as_deref(), &stop)
 }
 
 pub fn warm(a: WarmStartArgs) -> anyhow::Result<()> {
-    super::model_dir(&a.model)?;
+    super::model_dir(&a.run.model)?;
     let cfg = WarmStartConfig {
         samples: a.samples,
         epochs: a.epochs,
@@ -209,20 +209,20 @@ pub fn warm(a: WarmStartArgs) -> anyhow::Result<()> {
         save_steps: a.save_steps,
         ..WarmStartConfig::default()
     };
-    let mut store = Store::open(&a.db)?;
+    let mut store = Store::open(&a.run.db)?;
     let request = WarmStartRequest {
         config: cfg,
-        model: a.model.clone(),
-        data: a.data.clone().map(DataSpec::File).unwrap_or_default(),
-        name: a.name.clone(),
-        experiment: a.experiment.clone(),
+        model: a.run.model.clone(),
+        data: a.run.data(),
+        name: a.run.name.clone(),
+        experiment: a.run.experiment.clone(),
     };
     let stop = super::signals::stop_flag()?;
     let mut obs = ConsoleObserver::new(a.log_every)?.stop_on(stop.clone());
-    let outcome = runs::warm_start(&mut store, &request, &claim(a.force), &mut obs);
+    let outcome = runs::warm_start(&mut store, &request, &claim(a.run.force), &mut obs);
     obs.finish();
     let o = outcome?;
-    report(&o, "warm start", a.name.as_deref(), &stop)?;
+    report(&o, "warm start", a.run.name.as_deref(), &stop)?;
     if let Some(out) = &a.out {
         copy_model(&o.model_dir, out)?;
         println!("model copied to {}", out.display());

@@ -281,8 +281,18 @@ pub fn train(
     claim: &ClaimPolicy,
     obs: &mut dyn Observer,
 ) -> Result<TrainOutcome, RunError> {
-    let new = plan(req)?;
-    execute(store, &new, claim, obs, || {
+    train_planned(store, req, &plan(req)?, claim, obs)
+}
+
+/// [`train`] for a request already planned (its model and data hashed) by [`plan`].
+pub fn train_planned(
+    store: &mut Store,
+    req: &TrainRequest,
+    new: &NewRun,
+    claim: &ClaimPolicy,
+    obs: &mut dyn Observer,
+) -> Result<TrainOutcome, RunError> {
+    execute(store, new, claim, obs, || {
         let samples = req.data.samples(req.config.subset_size)?;
         let policy = load_policy(&req.model)?;
         let template = PromptTemplate::load_default()?;
@@ -303,8 +313,18 @@ pub fn warm_start(
     claim: &ClaimPolicy,
     obs: &mut dyn Observer,
 ) -> Result<TrainOutcome, RunError> {
-    let new = plan_warm_start(req)?;
-    execute(store, &new, claim, obs, || {
+    warm_start_planned(store, req, &plan_warm_start(req)?, claim, obs)
+}
+
+/// [`warm_start`] for a request already planned by [`plan_warm_start`].
+pub fn warm_start_planned(
+    store: &mut Store,
+    req: &WarmStartRequest,
+    new: &NewRun,
+    claim: &ClaimPolicy,
+    obs: &mut dyn Observer,
+) -> Result<TrainOutcome, RunError> {
+    execute(store, new, claim, obs, || {
         let samples = req.data.samples(req.config.samples)?;
         let policy = load_policy(&req.model)?;
         let template = PromptTemplate::load_default()?;

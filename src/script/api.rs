@@ -252,7 +252,9 @@ impl Host {
             &model,
             req.name.clone(),
             || runs::plan_warm_start(&req),
-            |store, obs| runs::warm_start(store, &req, &ClaimPolicy::default(), obs),
+            |store, new, obs| {
+                runs::warm_start_planned(store, &req, new, &ClaimPolicy::default(), obs)
+            },
             keep_going,
         )
     }
@@ -298,7 +300,7 @@ impl Host {
             &model,
             req.name.clone(),
             || runs::plan(&req),
-            |store, obs| runs::train(store, &req, &ClaimPolicy::default(), obs),
+            |store, new, obs| runs::train_planned(store, &req, new, &ClaimPolicy::default(), obs),
             keep_going,
         )
     }
@@ -344,7 +346,11 @@ impl Host {
         model: &ModelRef,
         asked_name: Option<String>,
         plan: impl FnOnce() -> Result<NewRun, RunError>,
-        go: impl FnOnce(&mut Store, &mut dyn crate::train::Observer) -> Result<TrainOutcome, RunError>,
+        go: impl FnOnce(
+            &mut Store,
+            &NewRun,
+            &mut dyn crate::train::Observer,
+        ) -> Result<TrainOutcome, RunError>,
         keep_going: bool,
     ) -> Result<RunRef, Stop> {
         let root = self.store.root();
@@ -388,7 +394,7 @@ impl Host {
         }
         self.obs.on_run(&new.name, None);
         let start = std::time::Instant::now();
-        match go(&mut self.store, &mut *self.obs) {
+        match go(&mut self.store, &new, &mut *self.obs) {
             Ok(o) => {
                 let action = match (o.ending, o.resumed_from) {
                     (Ending::AlreadyDone, _) => Action::Reused,

@@ -194,6 +194,21 @@ mod tests {
         }
     }
 
+    /// The loss (no reference, epsilon 0.2) and its gradient with respect to `logp`.
+    fn loss_and_grad(
+        logp: &Var,
+        mask: &Tensor,
+        adv: &[f64],
+        kept: &[bool],
+        norm: &Normaliser,
+    ) -> (f64, Vec<Vec<f64>>) {
+        let (loss, _) =
+            group_loss(logp.as_tensor(), mask, adv, kept, None, 0.0, 0.2, norm).unwrap();
+        let grads = loss.backward().unwrap();
+        let g = grads.get(logp.as_tensor()).unwrap().to_vec2().unwrap();
+        (loss.to_scalar::<f64>().unwrap(), g)
+    }
+
     #[test]
     fn nsr_loss_and_gradient_by_hand() {
         // NSR keeps the incorrect completions 1 and 2 (4 tokens), advantage -1.
@@ -236,49 +251,27 @@ mod tests {
             &[true, false, false],
             0.1,
         );
-        let (loss, _) = group_loss(
-            logp.as_tensor(),
+        let (loss, g) = loss_and_grad(
+            &logp,
             &mask,
             &adv,
             &kept,
-            None,
-            0.0,
-            0.2,
             &norm(LossType::TokenMean, 6.0, 3.0),
-        )
-        .unwrap();
+        );
         // loss = -(0.1 * 2 - 1 * 3 - 1 * 1) / 6 = 3.8 / 6
-        assert!(close(loss.to_scalar::<f64>().unwrap(), 3.8 / 6.0));
-        let g: Vec<Vec<f64>> = loss
-            .backward()
-            .unwrap()
-            .get(logp.as_tensor())
-            .unwrap()
-            .to_vec2()
-            .unwrap();
+        assert!(close(loss, 3.8 / 6.0));
         assert!(close(g[0][0], -0.1 / 6.0) && close(g[1][2], 1.0 / 6.0) && g[0][2] == 0.0);
 
         // PSR: only completion 0 (2 tokens), A = +1: loss -1, gradient -1/2 on its tokens.
         let (adv, kept) = advantages(Mode::Psr, &[1.0, 0.0, 0.0], &[true, false, false], 0.1);
-        let (loss, _) = group_loss(
-            logp.as_tensor(),
+        let (loss, g) = loss_and_grad(
+            &logp,
             &mask,
             &adv,
             &kept,
-            None,
-            0.0,
-            0.2,
             &norm(LossType::TokenMean, 2.0, 1.0),
-        )
-        .unwrap();
-        assert!(close(loss.to_scalar::<f64>().unwrap(), -1.0));
-        let g: Vec<Vec<f64>> = loss
-            .backward()
-            .unwrap()
-            .get(logp.as_tensor())
-            .unwrap()
-            .to_vec2()
-            .unwrap();
+        );
+        assert!(close(loss, -1.0));
         assert_eq!(g, vec![vec![-0.5, -0.5, 0.0], vec![0.0; 3], vec![0.0; 3]]);
     }
 
@@ -288,41 +281,20 @@ mod tests {
         let adv = [1.0, 1.0, 1.0];
         let kept = [true, true, true];
         // sequence_mean: mean over sequences of -1 = -1; gradient on seq 0 tokens = -1/(2*3).
-        let (loss, _) = group_loss(
-            logp.as_tensor(),
+        let (loss, g) = loss_and_grad(
+            &logp,
             &mask,
             &adv,
             &kept,
-            None,
-            0.0,
-            0.2,
             &norm(LossType::SequenceMean, 6.0, 3.0),
-        )
-        .unwrap();
-        assert!(close(loss.to_scalar::<f64>().unwrap(), -1.0));
-        let g: Vec<Vec<f64>> = loss
-            .backward()
-            .unwrap()
-            .get(logp.as_tensor())
-            .unwrap()
-            .to_vec2()
-            .unwrap();
+        );
+        assert!(close(loss, -1.0));
         assert!(
             close(g[0][0], -1.0 / 6.0) && close(g[1][0], -1.0 / 9.0) && close(g[2][0], -1.0 / 3.0)
         );
         // dr_grpo: -6 / (3 sequences * max length 4)
-        let (loss, _) = group_loss(
-            logp.as_tensor(),
-            &mask,
-            &adv,
-            &kept,
-            None,
-            0.0,
-            0.2,
-            &norm(LossType::DrGrpo, 6.0, 3.0),
-        )
-        .unwrap();
-        assert!(close(loss.to_scalar::<f64>().unwrap(), -0.5));
+        let (loss, _) = loss_and_grad(&logp, &mask, &adv, &kept, &norm(LossType::DrGrpo, 6.0, 3.0));
+        assert!(close(loss, -0.5));
         // k3 KL against a reference 0.1 above on every token: exp(0.1) - 0.1 - 1 per token.
         let reference = (logp.as_tensor() + 0.1).unwrap();
         let (loss, stats) = group_loss(

@@ -76,6 +76,37 @@ pub struct Cursor {
     pub learning_rate: f64,
 }
 
+impl Cursor {
+    /// Where the data stream stands before `step` of a run that visits `batch_size` samples a
+    /// step, `steps_per_epoch` steps an epoch, each epoch in the order seeded by
+    /// `(seed, epoch)`. `rollout_seed` is left for RL to fill in.
+    pub fn at(
+        seed: u64,
+        step: usize,
+        steps_per_epoch: usize,
+        batch_size: usize,
+        learning_rate: f64,
+    ) -> Self {
+        let epoch = step / steps_per_epoch;
+        Cursor {
+            step,
+            epoch,
+            position: (step % steps_per_epoch) * batch_size,
+            order_seed: derive_seed(seed, epoch as u64),
+            rollout_seed: None,
+            learning_rate,
+        }
+    }
+
+    /// The indices (into `n` samples) of the batch that starts here.
+    pub fn batch(&self, n: usize, batch_size: usize) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..n).collect();
+        order.shuffle(&mut ChaCha8Rng::seed_from_u64(self.order_seed));
+        let start = self.position.min(n);
+        order[start..(start + batch_size).min(n)].to_vec()
+    }
+}
+
 impl RlTrainer {
     /// A trainer over the first `config.subset_size` of `samples`.
     pub fn new(
@@ -139,15 +170,21 @@ impl RlTrainer {
 
     /// Where the trainer stands (see [`Cursor`]).
     pub fn cursor(&self) -> Cursor {
-        let spe = self.config.steps_per_epoch();
         Cursor {
-            step: self.step,
-            epoch: self.step / spe,
-            position: (self.step % spe) * self.config.batch_size,
-            order_seed: derive_seed(self.config.seed, (self.step / spe) as u64),
             rollout_seed: Some(rollout_seed(self.config.seed, self.step)),
-            learning_rate: self.config.lr_at(self.step),
+            ..self.cursor_at(self.step)
         }
+    }
+
+    fn cursor_at(&self, step: usize) -> Cursor {
+        let c = &self.config;
+        Cursor::at(
+            c.seed,
+            step,
+            c.steps_per_epoch(),
+            c.batch_size,
+            c.lr_at(step),
+        )
     }
 
     /// Continues from a checkpoint: `step` steps done, with their optimizer state. The
@@ -159,14 +196,8 @@ impl RlTrainer {
 
     /// Indices of the samples of `step`.
     pub fn batch_indices(&self, step: usize) -> Vec<usize> {
-        let spe = self.config.steps_per_epoch();
-        let epoch = step / spe;
-        let mut order: Vec<usize> = (0..self.samples.len()).collect();
-        let order_seed = derive_seed(self.config.seed, epoch as u64);
-        order.shuffle(&mut ChaCha8Rng::seed_from_u64(order_seed));
-        let b = self.config.batch_size;
-        let start = (step % spe) * b;
-        order[start..(start + b).min(order.len())].to_vec()
+        self.cursor_at(step)
+            .batch(self.samples.len(), self.config.batch_size)
     }
 
     /// Runs the remaining steps, stopping early when the observer asks to.

@@ -3,16 +3,13 @@
 
 use std::time::Instant;
 
-use rand::seq::SliceRandom;
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::config::lr_schedule;
 use super::grads::{backward_pieces, clip_factor, global_norm};
 use super::observe::{Observer, Phase, StepMetrics};
 use super::optim::{AdamW, AdamWConfig};
-use super::rl::{derive_seed, Cursor, RunSummary};
+use super::rl::{Cursor, RunSummary};
 use super::{Schedule, TrainError};
 use crate::data::{gold_completion, PromptTemplate, Sample};
 use crate::model::Policy;
@@ -129,15 +126,14 @@ impl SftTrainer {
 
     /// Where the trainer stands (see [`Cursor`]).
     pub fn cursor(&self) -> Cursor {
-        let spe = self.steps_per_epoch();
-        Cursor {
-            step: self.step,
-            epoch: self.step / spe,
-            position: (self.step % spe) * self.config.batch_size,
-            order_seed: derive_seed(self.config.seed, (self.step / spe) as u64),
-            rollout_seed: None,
-            learning_rate: self.config.lr_at(self.step),
-        }
+        let c = &self.config;
+        Cursor::at(
+            c.seed,
+            self.step,
+            self.steps_per_epoch(),
+            c.batch_size,
+            c.lr_at(self.step),
+        )
     }
 
     /// Continues from a checkpoint: `step` steps done, with their optimizer state.
@@ -171,16 +167,9 @@ impl SftTrainer {
     pub fn train_step(&mut self, obs: &mut dyn Observer) -> Result<StepMetrics, TrainError> {
         let step = self.step;
         let cfg = &self.config;
-        let (n, spe) = (cfg.samples, self.steps_per_epoch());
         let seqs = &self.seqs;
         let policy = &self.policy;
-        let mut order: Vec<usize> = (0..n).collect();
-        order.shuffle(&mut ChaCha8Rng::seed_from_u64(derive_seed(
-            cfg.seed,
-            (step / spe) as u64,
-        )));
-        let b = (step % spe) * cfg.batch_size;
-        let mut batch: Vec<usize> = order[b..(b + cfg.batch_size).min(n)].to_vec();
+        let mut batch = self.cursor().batch(cfg.samples, cfg.batch_size);
         // Rows of similar length share a piece, so little is spent on padding.
         batch.sort_by_key(|&i| seqs[i].0.len());
         let tokens: usize = batch.iter().map(|&i| seqs[i].0.len() - seqs[i].1).sum();
