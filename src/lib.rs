@@ -9,6 +9,7 @@ pub mod eval;
 pub mod model;
 pub mod parallel;
 pub mod plot;
+pub mod report;
 pub mod reward;
 pub mod runs;
 pub mod script;

@@ -1,9 +1,11 @@
 //! The benchmark behind `chartrl bench`: the cost of one GRPO step's rollout and update on a
 //! preset model, measured as medians after a warm-up. Returns figures; the CLI prints them.
 
+mod report;
 mod reward;
 mod store;
 
+pub use report::{report_cost, ReportFigure};
 pub use reward::{reward_cost, RewardFigure};
 pub use store::{store_overhead, StoreFigure};
 

@@ -23,12 +23,35 @@ pub struct BenchArgs {
     /// Also measure what the run store and checkpoints cost a real training step (N steps)
     #[arg(long, value_name = "STEPS", num_args = 0..=1, default_missing_value = "20")]
     store: Option<usize>,
+    /// Measure `chartrl report` instead, on a store of 16 runs x STEPS steps (kept in
+    /// --report-dir)
+    #[arg(long, value_name = "STEPS", num_args = 0..=1, default_missing_value = "1000")]
+    report: Option<usize>,
+    /// Where the --report store and report are written (default: a temporary directory,
+    /// removed afterwards)
+    #[arg(long)]
+    report_dir: Option<std::path::PathBuf>,
     /// cpu, cuda or cuda:N
     #[arg(long, default_value = "cpu")]
     device: String,
 }
 
 pub fn run(a: BenchArgs) -> anyhow::Result<()> {
+    if let Some(steps) = a.report {
+        let (dir, keep) = match &a.report_dir {
+            Some(d) => (d.clone(), true),
+            None => (
+                std::env::temp_dir().join(format!("chartrl-bench-report-{}", std::process::id())),
+                false,
+            ),
+        };
+        let figure = bench::report_cost(&dir, steps.max(1));
+        if !keep {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        println!("{}", serde_json::to_string(&figure?)?);
+        return Ok(());
+    }
     let dev = super::device(&a.device)?;
     let workload = Workload {
         reps: a.reps,

@@ -191,6 +191,11 @@ impl ExecObserver for SweepConsole {
     fn on_log(&mut self, message: &str) {
         self.run.line(message);
     }
+
+    fn on_eval(&mut self, done: usize, total: usize) {
+        self.sweep
+            .set_message(format!("evaluating: {done}/{total} questions"));
+    }
 }
 
 impl Drop for SweepConsole {

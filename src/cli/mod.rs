@@ -3,9 +3,11 @@
 
 mod bench_cmd;
 mod data_cmd;
+mod eval_cmd;
 mod exec_cmd;
 mod model_cmd;
 mod progress;
+mod report_cmd;
 mod rewards_cmd;
 mod runs_cmd;
 mod sample_cmd;
@@ -63,6 +65,18 @@ enum Command {
     ///
     /// Example: chartrl sample --model models/tiny --index 7 -n 4
     Sample(sample_cmd::SampleArgs),
+    /// Evaluate a run or model: n completions per question, accuracy and pass@k (stored)
+    ///
+    /// Example: chartrl eval --run nsr-n100-1a2b3c4d --n 16 --k 1,2,4,8,16
+    Eval(eval_cmd::EvalArgs),
+    /// Compare runs: figures, per-run summaries, warnings, report.md and report.html
+    ///
+    /// Example: chartrl report poc --out reports/poc
+    Report(report_cmd::ReportArgs),
+    /// The live summary of a run: progress, latest metrics, convergence and warnings
+    ///
+    /// Example: chartrl monitor nsr-n100-1a2b3c4d --follow
+    Monitor(report_cmd::MonitorArgs),
     /// Measure rollout tokens/s and training-step time; prints one JSON object per line
     ///
     /// The workload is one GRPO step: 2 prompts x 4 completions, 200-token prompts, 64 new
@@ -97,6 +111,9 @@ pub fn main() -> i32 {
         Command::Train(args) => train_cmd::train(*args),
         Command::Runs(args) => runs_cmd::run(args),
         Command::Sample(args) => sample_cmd::run(args),
+        Command::Eval(args) => eval_cmd::run(args),
+        Command::Report(args) => report_cmd::report(args),
+        Command::Monitor(args) => report_cmd::monitor(args),
         Command::Bench(args) => bench_cmd::run(args),
     };
     match result {
@@ -152,6 +169,14 @@ fn internal(e: &(dyn std::error::Error + 'static)) -> bool {
     }
     if let Some(s) = e.downcast_ref::<StoreError>() {
         return matches!(s, StoreError::Sql(_) | StoreError::Migration { .. });
+    }
+    if let Some(r) = e.downcast_ref::<crate::report::ReportError>() {
+        use crate::report::ReportError;
+        return match r {
+            ReportError::Store(s) => internal(s),
+            ReportError::Plot { .. } => true,
+            _ => false,
+        };
     }
     if let Some(r) = e.downcast_ref::<RunError>() {
         return match r {

@@ -212,8 +212,11 @@ fn show(store: &Store, query: &str, json: bool) -> anyhow::Result<()> {
     let evaluations = store.evaluations(run.id)?;
     if !evaluations.is_empty() {
         println!("\nevaluations:");
-        for (step, name, m) in &evaluations {
-            println!("  step {step:>6}  {name}  {m}");
+        for e in &evaluations {
+            match crate::eval::StoredEval::from_json(&e.metrics) {
+                Some(s) => println!("  step {:>6}  {}", e.step, s.describe()),
+                None => println!("  step {:>6}  {}  {}", e.step, e.name, e.metrics),
+            }
         }
     }
     println!("\nevents:");

@@ -1,4 +1,6 @@
-//! `chartrl sample`: completions of one prompt, with their token counts and log-probs.
+//! `chartrl sample`: completions of one question from a run's model or a model directory,
+//! each with its token count, log-prob and every reward's score (the original project's
+//! `generate_samples.py`).
 
 use std::path::PathBuf;
 
@@ -6,29 +8,43 @@ use clap::Args;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use crate::data::{Generator, PromptTemplate, Split};
+use super::train_cmd::DEFAULT_DB;
+use crate::data::{PromptTemplate, Sample, Split};
+use crate::eval::EvalConfig;
 use crate::model::{default_dtype, Policy, SamplingParams};
+use crate::reward::{is_correct, RewardSet, RewardSpec, Scored};
+use crate::runs::{evaluate::run_model, DataSpec, SYNTHETIC_SEED};
+use crate::store::Store;
+use crate::train::TrainConfig;
 
-/// Sample completions of a prompt from a model.
+/// Sample completions of a question and score them with each reward.
 ///
-/// Example: chartrl sample --model models/tiny --index 7 -n 4
+/// Example: chartrl sample --run nsr-n100-1a2b3c4d --index 7 -n 8
 #[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["model", "run"])))]
 pub struct SampleArgs {
     /// Model directory
     #[arg(long)]
-    model: PathBuf,
-    /// Prompt text; without it, the prompt of synthetic test sample `--index`
+    model: Option<PathBuf>,
+    /// A run (name or identity prefix): its final model or latest checkpoint, scored with its
+    /// rewards
     #[arg(long)]
-    prompt: Option<String>,
-    /// Index of the synthetic test sample to ask
+    run: Option<String>,
+    /// Questions: .jsonl or ChartQA .json; default: the synthetic test split (seed 2025)
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Which question (0-based)
     #[arg(long, default_value_t = 0)]
     index: usize,
+    /// Ask this prompt instead (no gold answer, so no scores)
+    #[arg(long)]
+    prompt: Option<String>,
     /// Completions to draw
     #[arg(short = 'n', long, default_value_t = 4)]
     n: usize,
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = EvalConfig::default().temperature)]
     temperature: f64,
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = EvalConfig::default().top_p)]
     top_p: f64,
     #[arg(long, default_value_t = 128)]
     max_new_tokens: usize,
@@ -37,18 +53,37 @@ pub struct SampleArgs {
     /// cpu, cuda or cuda:N
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// The run store (with --run)
+    #[arg(long, default_value = DEFAULT_DB)]
+    db: PathBuf,
 }
 
 pub fn run(a: SampleArgs) -> anyhow::Result<()> {
-    let dir = super::model_dir(&a.model)?;
+    let (dir, specs) = match (&a.run, &a.model) {
+        (Some(name), _) => {
+            let store = Store::open_existing(&a.db)?;
+            let run = store.find_run(name)?;
+            let (dir, step) = run_model(&store, &run)?;
+            println!("run {} at step {step}: {}", run.name, dir.display());
+            let specs: Option<Vec<RewardSpec>> =
+                serde_json::from_value(run.config["options"]["rewards"].clone()).ok();
+            (dir, specs)
+        }
+        (None, Some(m)) => (super::model_dir(m)?.to_path_buf(), None),
+        (None, None) => anyhow::bail!("give --run RUN or --model DIR"),
+    };
+    let specs = match specs {
+        Some(s) => s,
+        None => TrainConfig::defaults()?.rewards,
+    };
     let dev = super::device(&a.device)?;
-    let policy = Policy::load(dir, &dev, default_dtype(&dev))?;
-    let prompt = match &a.prompt {
-        Some(p) => p.clone(),
+    let policy = Policy::load(&dir, &dev, default_dtype(&dev))?;
+    let (prompt, sample) = match &a.prompt {
+        Some(p) => (p.clone(), None),
         None => {
-            let sample = Generator::new(Split::Test, 2025).sample(a.index);
-            println!("gold answer: {}", sample.answer);
-            PromptTemplate::load_default()?.render(&sample)
+            let s = question(&a)?;
+            println!("question {} ({}): gold answer {}", a.index, s.id, s.answer);
+            (PromptTemplate::load_default()?.render(&s), Some(s))
         }
     };
     println!("--- prompt ---\n{prompt}");
@@ -63,15 +98,47 @@ pub fn run(a: SampleArgs) -> anyhow::Result<()> {
     let start = std::time::Instant::now();
     let completions = policy.sample_group(&ids, a.n, &params, &mut rng)?;
     let secs = start.elapsed().as_secs_f64();
-    let total: usize = completions.iter().map(|c| c.tokens.len()).sum();
+    let scores = match &sample {
+        Some(s) => {
+            let batch: Vec<Scored> = completions
+                .iter()
+                .map(|c| Scored {
+                    sample: s,
+                    completion: &c.text,
+                    tokens: c.tokens.len(),
+                })
+                .collect();
+            // Rewards a script defined are not known here; those specs are left out.
+            let known: Vec<RewardSpec> = specs
+                .into_iter()
+                .filter(|sp| crate::reward::Builtin::from_name(&sp.name, &sp.params).is_ok())
+                .collect();
+            Some((RewardSet::from_specs(&known)?.score(&batch)?, batch))
+        }
+        None => None,
+    };
+    let mut correct = 0;
     for (i, c) in completions.iter().enumerate() {
         let lp: f32 = c.logprobs.iter().sum();
         let end = if c.finished { "eos" } else { "max tokens" };
-        println!(
-            "--- completion {i} ({} tokens, {end}, log-prob {lp:.2}) ---\n{}",
-            c.tokens.len(),
-            c.text
+        let mut head = format!(
+            "--- completion {i} ({} tokens, {end}, log-prob {lp:.2}",
+            c.tokens.len()
         );
+        if let Some((s, batch)) = &scores {
+            let ok = is_correct(&batch[i]);
+            correct += usize::from(ok);
+            head.push_str(if ok { ", CORRECT" } else { ", wrong" });
+            for (name, values) in &s.per_function {
+                head.push_str(&format!(", {name} {:.2}", values[i]));
+            }
+            head.push_str(&format!(", total {:.2}", s.total[i]));
+        }
+        println!("{head}) ---\n{}", c.text);
+    }
+    let total: usize = completions.iter().map(|c| c.tokens.len()).sum();
+    if sample.is_some() {
+        println!("--- {correct}/{} correct ---", completions.len());
     }
     println!(
         "--- {total} tokens in {secs:.2}s ({:.0} tokens/s, prompt {} tokens) ---",
@@ -79,4 +146,23 @@ pub fn run(a: SampleArgs) -> anyhow::Result<()> {
         ids.len()
     );
     Ok(())
+}
+
+fn question(a: &SampleArgs) -> anyhow::Result<Sample> {
+    let spec = match &a.data {
+        Some(p) => DataSpec::File(p.clone()),
+        None => DataSpec::Synthetic {
+            split: Split::Test,
+            seed: SYNTHETIC_SEED,
+        },
+    };
+    let mut all = spec.samples(a.index + 1)?;
+    if all.len() <= a.index {
+        anyhow::bail!(
+            "--index {}: the data has only {} questions",
+            a.index,
+            all.len()
+        );
+    }
+    Ok(all.swap_remove(a.index))
 }

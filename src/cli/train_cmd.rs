@@ -6,9 +6,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use clap::Args;
 
 use super::progress::ConsoleObserver;
-use crate::data::{Generator, PromptTemplate, Sample, Split};
-use crate::eval::greedy_accuracy;
-use crate::model::{default_dtype, Policy};
+use crate::data::Split;
+use crate::eval::EvalConfig;
+use crate::runs::evaluate::{evaluate, EvalRequest, EvalTarget, Quiet};
 use crate::runs::{
     self, ClaimPolicy, DataSpec, Ending, TrainOutcome, TrainRequest, WarmStartRequest,
 };
@@ -299,29 +299,26 @@ fn report(
     Ok(())
 }
 
-/// The finished model's greedy accuracy on the first `n` synthetic test questions, computed
-/// once and then read back from the run's evaluations.
+/// The finished model's greedy accuracy on the first `n` synthetic test questions: an
+/// evaluation like `chartrl eval --temperature 0 -n 1`, computed once and then read back.
 fn held_out_accuracy(store: &mut Store, o: &TrainOutcome, n: usize) -> anyhow::Result<f64> {
-    let name = format!("greedy_synthetic_test_{n}");
-    let stored = store
-        .evaluations(o.run.id)?
-        .into_iter()
-        .find(|(step, key, _)| *step == o.run.step && *key == name)
-        .and_then(|(_, _, m)| m["accuracy"].as_f64());
-    if let Some(acc) = stored {
-        return Ok(acc);
-    }
-    let dev = candle_core::Device::Cpu;
-    let policy = Policy::load(&o.model_dir, &dev, default_dtype(&dev))?;
-    let test: Vec<Sample> = Generator::new(Split::Test, 2025).take(n).collect();
-    let acc = greedy_accuracy(&policy, &test, &PromptTemplate::load_default()?, 160)?;
-    store.add_evaluation(
-        o.run.id,
-        o.run.step,
-        &name,
-        &serde_json::json!({"accuracy": acc, "n": n, "split": "synthetic-test-2025"}),
-    )?;
-    Ok(acc)
+    let req = EvalRequest {
+        target: EvalTarget::Run(o.run.name.clone()),
+        data: DataSpec::Synthetic {
+            split: Split::Test,
+            seed: crate::runs::SYNTHETIC_SEED,
+        },
+        questions: n,
+        config: EvalConfig {
+            n: 1,
+            temperature: 0.0,
+            top_p: 1.0,
+            max_new_tokens: 160,
+            seed: 0,
+        },
+        experiment: None,
+    };
+    Ok(evaluate(store, &req, &mut Quiet)?.result.summary.accuracy)
 }
 
 /// Copies a model directory's files into `to` (created if needed).

@@ -1,48 +1,48 @@
-//! Evaluation on held-out questions.
+//! Evaluation on held-out questions: sampled completions scored for correctness and format,
+//! reduced to accuracy and unbiased pass@k. `runs::evaluate` stores the results; reports read
+//! them back.
 
 mod passk;
+mod sampled;
 
 pub use passk::{mean_pass_at_k, pass_at_k, PassKError};
+pub use sampled::{evaluate_chunk, EvalConfig, EvalSummary, QuestionResult, CHUNK};
 
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
 
-use crate::data::{PromptTemplate, Sample};
-use crate::model::{ModelError, Policy, SamplingParams};
-use crate::reward::{is_correct, Scored};
+/// What the store keeps of a finished evaluation: what was evaluated, how, and the aggregate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredEval {
+    /// What the questions were (`synthetic test split, seed 2025` or a file name).
+    pub data: String,
+    pub config: EvalConfig,
+    #[serde(flatten)]
+    pub summary: EvalSummary,
+}
 
-/// Greedy accuracy: the fraction of `samples` whose greedy completion is relaxed-correct.
-/// Prompts are decoded 16 at a time.
-pub fn greedy_accuracy(
-    policy: &Policy,
-    samples: &[Sample],
-    template: &PromptTemplate,
-    max_new_tokens: usize,
-) -> Result<f64, ModelError> {
-    let params = SamplingParams {
-        temperature: 0.0,
-        top_p: 1.0,
-        max_new_tokens,
-        stop_at_eos: true,
-    };
-    let mut correct = 0;
-    for chunk in samples.chunks(16) {
-        let prompts: Vec<Vec<u32>> = chunk
-            .iter()
-            .map(|s| policy.tokenizer.encode(&template.render(s)))
-            .collect::<Result<_, _>>()?;
-        let groups =
-            policy.sample_groups(&prompts, 1, &params, &mut ChaCha8Rng::seed_from_u64(0))?;
-        for (s, g) in chunk.iter().zip(&groups) {
-            let c = &g[0];
-            if is_correct(&Scored {
-                sample: s,
-                completion: &c.text,
-                tokens: c.tokens.len(),
-            }) {
-                correct += 1;
-            }
-        }
+impl StoredEval {
+    /// Reads a stored metrics object; `None` for one this module did not write.
+    pub fn from_json(v: &serde_json::Value) -> Option<Self> {
+        serde_json::from_value(v.clone()).ok()
     }
-    Ok(correct as f64 / samples.len().max(1) as f64)
+
+    /// One line: accuracy, pass@1 and pass@n, and what they were measured on.
+    pub fn describe(&self) -> String {
+        let s = &self.summary;
+        let last = s.pass_at_k.last().copied().unwrap_or(f64::NAN);
+        format!(
+            "accuracy {:.1}%, pass@1 {:.1}%, pass@{} {:.1}%, format {:.1}%, {:.0} tokens ({} questions of {}, n = {}, temperature {}, top-p {})",
+            100.0 * s.accuracy,
+            100.0 * s.pass_at_k.first().copied().unwrap_or(f64::NAN),
+            s.n,
+            100.0 * last,
+            100.0 * s.format_rate,
+            s.mean_length,
+            s.questions,
+            self.data,
+            s.n,
+            self.config.temperature,
+            self.config.top_p
+        )
+    }
 }

@@ -8,6 +8,7 @@
 //! records the same metrics and ends with the same weights as one never interrupted.
 
 pub mod checkpoint;
+pub mod evaluate;
 pub mod identity;
 mod resumable;
 
@@ -42,6 +43,13 @@ pub enum RunError {
     Checkpoint { path: PathBuf, msg: String },
     #[error("run name `{0}`: use letters, digits, `.`, `_` and `-` (not starting with `.`)")]
     BadName(String),
+    #[error("run `{0}` has no model yet: it has neither finished nor written a checkpoint")]
+    NoModel(String),
+    #[error("evaluation: {0}")]
+    BadEval(String),
+    /// Stopped by the user between chunks of work; the message says how to go on.
+    #[error("{0}")]
+    Stopped(String),
     #[error("run `{run}`: {source}")]
     InRun { run: String, source: Box<RunError> },
     #[error(transparent)]

@@ -10,9 +10,11 @@ use rhai::{Array, Dynamic, Engine, EvalAltResult, FnPtr, Map, Position, AST, FLO
 
 use super::options::{apply, inside, json_map, parse_param, take};
 use super::{Action, ExecObserver, ExecOptions, ExecSummary, RunLine, ScriptError, ScriptReward};
-use crate::data::{PromptTemplate, Split};
-use crate::model::{default_dtype, ChatTokenizer, Policy, Preset};
+use crate::data::Split;
+use crate::eval::{EvalConfig, EvalSummary};
+use crate::model::{ChatTokenizer, Policy, Preset};
 use crate::reward::{CustomRewards, RewardSpec};
+use crate::runs::evaluate::{evaluate, EvalObserver, EvalRequest, EvalTarget};
 use crate::runs::{
     self, ClaimPolicy, DataSpec, Ending, RunError, TrainOutcome, TrainRequest, WarmStartRequest,
 };
@@ -551,66 +553,72 @@ impl Host {
         out
     }
 
+    /// Samples `n` completions per question of `data` (stored; reused when asked again) and
+    /// returns accuracy, format rate, mean length and pass@k.
     fn evaluate(&mut self, target: Dynamic, data: DataRef, opts: Map) -> Result<Map, Stop> {
         let mut opts = opts;
-        let max_tokens = match take(&mut opts, "max_tokens") {
-            Some(v) => v
-                .as_int()
-                .map_err(|t| format!("evaluate: `max_tokens` must be an integer, not {t}"))?
-                as usize,
-            None => 160,
-        };
-        if let Some(k) = opts.keys().next() {
-            return Err(format!("unknown evaluate option `{k}` (valid: max_tokens)").into());
+        let ks = take(&mut opts, "k").map(int_list).transpose()?;
+        let config: EvalConfig = apply(
+            &EvalConfig::default(),
+            &rename(json_map(&opts)?, "max_tokens", "max_new_tokens"),
+            "evaluate",
+        )?;
+        config.validate().map_err(|e| format!("evaluate: {e}"))?;
+        let ks = ks.unwrap_or_else(|| EvalSummary::default_ks(config.n));
+        if let Some(k) = ks.iter().find(|k| **k == 0 || **k > config.n) {
+            return Err(format!(
+                "evaluate: {}",
+                crate::eval::PassKError::KAboveN { n: config.n, k: *k }
+            )
+            .into());
         }
         let run = target.clone().try_cast::<RunRef>();
         let model = self.model_of(target, "evaluate")?;
-        let n = data.size;
         let mut out = Map::new();
-        out.insert("n".into(), Dynamic::from(n as INT));
-        let name = format!("greedy:{}:n{n}:max{max_tokens}", data.spec.identity()?);
-        out.insert("name".into(), name.clone().into());
-        if self.dry || !model.ready {
+        out.insert("questions".into(), Dynamic::from(data.size as INT));
+        out.insert("n".into(), Dynamic::from(config.n as INT));
+        let ready = !self.dry && model.ready && run.as_ref().is_none_or(|r| r.id.is_some());
+        if !ready {
             out.insert("accuracy".into(), Dynamic::from(FLOAT::NAN));
             return Ok(out);
         }
-        let run_id = run.and_then(|r| r.id);
-        let stored = match run_id {
-            Some(id) => self
-                .store
-                .evaluations(id)?
-                .into_iter()
-                .find(|(_, key, _)| *key == name)
-                .and_then(|(_, _, m)| m["accuracy"].as_f64()),
-            None => None,
+        let req = EvalRequest {
+            target: match run {
+                Some(r) => EvalTarget::Run(r.name),
+                None => EvalTarget::Model(model.dir),
+            },
+            data: data.spec,
+            questions: data.size,
+            config,
+            experiment: Some(self.experiment.clone()),
         };
-        let acc = match stored {
-            Some(a) => a,
-            None => {
-                let dev = candle_core::Device::Cpu;
-                let policy = Policy::load(&model.dir, &dev, default_dtype(&dev))
-                    .map_err(|e| e.to_string())?;
-                let samples = data.spec.samples(n)?;
-                let template = PromptTemplate::load_default().map_err(|e| e.to_string())?;
-                let acc = crate::eval::greedy_accuracy(&policy, &samples, &template, max_tokens)
-                    .map_err(|e| e.to_string())?;
-                if let Some(id) = run_id {
-                    let step = self.store.run_by_id(id)?.step;
-                    self.store.add_evaluation(
-                        id,
-                        step,
-                        &name,
-                        &serde_json::json!({"accuracy": acc, "n": n}),
-                    )?;
-                }
-                acc
-            }
-        };
-        out.insert("accuracy".into(), Dynamic::from(acc));
+        let mut obs = EvalProgress(&mut *self.obs);
+        let o = evaluate(&mut self.store, &req, &mut obs).map_err(|e| match e {
+            RunError::Stopped(m) => Stop::Interrupted(m),
+            other => other.into(),
+        })?;
+        let s = &o.result.summary;
+        out.insert("run".into(), o.run.name.into());
+        out.insert("name".into(), o.name.into());
+        out.insert("questions".into(), Dynamic::from(s.questions as INT));
+        for (key, v) in [
+            ("accuracy", s.accuracy),
+            ("format_rate", s.format_rate),
+            ("mean_length", s.mean_length),
+            ("truncated_rate", s.truncated_rate),
+        ] {
+            out.insert(key.into(), Dynamic::from(v));
+        }
+        let mut pass = Map::new();
+        for k in ks {
+            pass.insert(k.to_string().into(), Dynamic::from(s.pass_at_k[k - 1]));
+        }
+        out.insert("pass_at_k".into(), pass.into());
         Ok(out)
     }
 
-    /// Writes `OUT/summary.md`: every run the script asked for, with its evaluations.
+    /// Writes the report (`chartrl report`) of every run the script asked for into `out`
+    /// (default `reports/EXPERIMENT`); returns the directory.
     fn report(&mut self, opts: Map) -> Result<String, Stop> {
         let mut opts = opts;
         let out = take(&mut opts, "out")
@@ -623,46 +631,28 @@ impl Host {
         if self.dry {
             return Ok(dir.display().to_string());
         }
-        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let mut md = format!("# {}\n\n| run | mode | status | steps | last reward (loss) | evaluations |\n|---|---|---|---|---|---|\n", self.experiment);
+        let mut runs = Vec::new();
         for l in &self.lines {
-            let run = self.store.find_run(&l.name).ok();
-            let evals = run
-                .as_ref()
-                .and_then(|r| self.store.evaluations(r.id).ok())
-                .unwrap_or_default()
-                .iter()
-                .map(|(_, name, m)| {
-                    format!(
-                        "{}: {:.1}% (n={})",
-                        name.split(':').next().unwrap_or(""),
-                        m["accuracy"].as_f64().unwrap_or(f64::NAN) * 100.0,
-                        m["n"]
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join("; ");
-            let status = run
-                .map(|r| r.status.as_str().to_string())
-                .unwrap_or_else(|| l.action.as_str().into());
-            md.push_str(&format!(
-                "| {} | {} | {} | {}/{} | {} | {} |\n",
-                l.name,
-                l.what,
-                status,
-                l.step,
-                l.total_steps,
-                l.last
-                    .map(|v| format!("{v:.3}"))
-                    .unwrap_or_else(|| "-".into()),
-                evals
-            ));
+            if let Ok(run) = self.store.find_run(&l.name) {
+                if !runs.iter().any(|r: &crate::store::Run| r.id == run.id) {
+                    runs.push(run);
+                }
+            }
         }
-        let path = dir.join("summary.md");
-        std::fs::write(&path, md).map_err(|e| format!("{}: {e}", path.display()))?;
-        self.obs
-            .on_log(&format!("report written to {}", path.display()));
-        Ok(path.display().to_string())
+        if runs.is_empty() {
+            return Err("report: the script has not asked for any run yet"
+                .to_string()
+                .into());
+        }
+        let o = crate::report::build(&self.store, &runs, &dir, &self.experiment)
+            .map_err(|e| format!("report: {e}"))?;
+        self.obs.on_log(&format!(
+            "report of {} runs written to {} ({} warnings)",
+            o.runs,
+            dir.join("report.html").display(),
+            o.warnings.len()
+        ));
+        Ok(dir.display().to_string())
     }
 }
 
@@ -845,4 +835,50 @@ pub(crate) fn register(engine: &mut Engine, host: &HostRef) {
         format!("run({}, {}, {status})", r.name, r.what)
     });
     let _ = Kind::Train;
+}
+
+/// An evaluation's progress, shown by the exec console; Ctrl-C stops it between chunks.
+struct EvalProgress<'a>(&'a mut dyn ExecObserver);
+
+impl EvalObserver for EvalProgress<'_> {
+    fn on_progress(&mut self, done: usize, total: usize) {
+        self.0.on_eval(done, total);
+    }
+    fn should_stop(&self) -> bool {
+        self.0.should_stop()
+    }
+}
+
+/// A list of positive integers (`k: [1, 2, 4]`), or a single one.
+fn int_list(v: Dynamic) -> Result<Vec<usize>, Stop> {
+    let items = match v.clone().try_cast::<Array>() {
+        Some(a) => a,
+        None => vec![v],
+    };
+    items
+        .into_iter()
+        .map(|x| {
+            x.as_int()
+                .ok()
+                .filter(|i| *i > 0)
+                .map(|i| i as usize)
+                .ok_or_else(|| {
+                    Stop::Error(format!(
+                        "evaluate: `k` must hold positive integers, not {x}"
+                    ))
+                })
+        })
+        .collect()
+}
+
+/// `map` with `from` renamed `to` (script option names that differ from the config's).
+fn rename(
+    mut map: serde_json::Map<String, serde_json::Value>,
+    from: &str,
+    to: &str,
+) -> serde_json::Map<String, serde_json::Value> {
+    if let Some(v) = map.remove(from) {
+        map.insert(to.to_string(), v);
+    }
+    map
 }

@@ -89,6 +89,8 @@ pub trait ExecObserver: Observer + Send {
     fn on_run(&mut self, _name: &str, _ended: Option<&RunLine>) {}
     /// `print` and `log` from the script.
     fn on_log(&mut self, _message: &str) {}
+    /// An evaluation has sampled `done` of its `total` questions.
+    fn on_eval(&mut self, _done: usize, _total: usize) {}
 }
 
 /// What a script did.

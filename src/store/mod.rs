@@ -8,6 +8,7 @@
 //! last commits but never corrupts the file, and resume re-derives everything after the last
 //! verified checkpoint anyway.
 
+mod eval;
 mod lease;
 mod query;
 mod schema;
@@ -19,6 +20,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 use serde::Serialize;
 
+pub use eval::EvaluationRow;
 pub use lease::{Heartbeat, Owner, STALE_AFTER};
 pub use query::{MetricRow, RunListing};
 

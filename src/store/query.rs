@@ -293,25 +293,6 @@ impl Store {
             },
         )
     }
-
-    /// A run's evaluations: `(step, name, metrics JSON)`, by step then name.
-    pub fn evaluations(
-        &self,
-        run_id: i64,
-    ) -> Result<Vec<(usize, String, serde_json::Value)>, StoreError> {
-        self.run_rows(
-            "SELECT step, name, metrics FROM evaluations WHERE run_id = ?1 ORDER BY step, name",
-            run_id,
-            |r| {
-                let m: String = r.get(2)?;
-                Ok((
-                    r.get::<_, i64>(0)? as usize,
-                    r.get(1)?,
-                    serde_json::from_str(&m).unwrap_or(serde_json::Value::Null),
-                ))
-            },
-        )
-    }
 }
 
 impl Store {
@@ -324,5 +305,40 @@ impl Store {
             })
             .optional()?;
         id.map(|id| self.run_by_id(id)).transpose()
+    }
+}
+
+impl Store {
+    /// One metric's history for a run: `(step, value)` by step, non-finite values left out.
+    pub fn series(&self, run_id: i64, key: &str) -> Result<Vec<(usize, f64)>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT step, value FROM metrics WHERE run_id = ?1 AND key = ?2 AND value IS NOT NULL
+             ORDER BY step",
+        )?;
+        let rows = stmt.query_map(rusqlite::params![run_id, key], |r| {
+            Ok((r.get::<_, i64>(0)?.max(0) as usize, r.get::<_, f64>(1)?))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The runs of the experiment `name`, oldest first; `None` when there is no such
+    /// experiment.
+    pub fn experiment_runs(&self, name: &str) -> Result<Option<Vec<Run>>, StoreError> {
+        let id: Option<i64> = self
+            .conn
+            .query_row("SELECT id FROM experiments WHERE name = ?1", [name], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        let Some(id) = id else { return Ok(None) };
+        let ids: Vec<i64> = self.run_rows(
+            "SELECT id FROM runs WHERE experiment_id = ?1 ORDER BY created_at, id",
+            id,
+            |r| r.get(0),
+        )?;
+        ids.into_iter()
+            .map(|id| self.run_by_id(id))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
     }
 }

@@ -98,6 +98,22 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (run_id, step, rank)
     );
     "#,
+    // 3: per-question results of sampled evaluations (the aggregate stays in `evaluations`).
+    r#"
+    CREATE TABLE eval_questions (
+        run_id      INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        step        INTEGER NOT NULL,
+        name        TEXT NOT NULL,
+        idx         INTEGER NOT NULL,
+        prompt_id   TEXT NOT NULL,
+        n           INTEGER NOT NULL,
+        correct     INTEGER NOT NULL,
+        formatted   INTEGER NOT NULL,
+        truncated   INTEGER NOT NULL,
+        tokens      INTEGER NOT NULL,
+        PRIMARY KEY (run_id, step, name, idx)
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// The schema version this build writes.

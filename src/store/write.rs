@@ -125,7 +125,13 @@ impl Store {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        for table in ["metrics", "events", "samples", "evaluations"] {
+        for table in [
+            "metrics",
+            "events",
+            "samples",
+            "evaluations",
+            "eval_questions",
+        ] {
             tx.execute(
                 &format!("DELETE FROM {table} WHERE run_id = ?1 AND step >= ?2"),
                 rusqlite::params![run_id, s],
@@ -182,6 +188,18 @@ impl Store {
             "INSERT OR REPLACE INTO evaluations (run_id, step, name, metrics, created_at)
              VALUES (?1, ?2, ?3, ?4, ?5)",
             rusqlite::params![run_id, step as i64, name, metrics.to_string(), now()],
+        )
+    }
+}
+
+impl Store {
+    /// Marks a queued run done: for runs that only hold evaluations of a model.
+    pub fn mark_done(&mut self, run_id: i64) -> Result<(), StoreError> {
+        let t = now();
+        self.execute_one(
+            "UPDATE runs SET status = 'done', updated_at = ?2, finished_at = ?2
+             WHERE id = ?1 AND status = 'queued'",
+            rusqlite::params![run_id, t],
         )
     }
 }

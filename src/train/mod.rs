@@ -13,7 +13,7 @@ pub use config::{LossType, Mode, Schedule, TrainConfig};
 pub use grads::{backward_pieces, clip_factor, global_norm, Grads};
 pub use observe::{Event, Example, Level, Observer, Phase, Recorder, StepMetrics, TIMING_KEYS};
 pub use optim::{AdamW, AdamWConfig};
-pub use rl::{Cursor, RlTrainer, RunSummary};
+pub use rl::{derive_seed, Cursor, RlTrainer, RunSummary};
 pub use sft::{SftTrainer, WarmStartConfig};
 
 /// Errors of the trainer, naming the option, run or step involved.

@@ -1,0 +1,176 @@
+//! `chartrl eval`: sampled evaluation with pass@k of a run or a model directory, stored in the
+//! run store (the same code as the script's `evaluate`).
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use clap::Args;
+use indicatif::ProgressBar;
+
+use super::train_cmd::DEFAULT_DB;
+use crate::data::Split;
+use crate::eval::{EvalConfig, EvalSummary, PassKError};
+use crate::runs::evaluate::{evaluate, EvalObserver, EvalRequest, EvalTarget};
+use crate::runs::{DataSpec, RunError, SYNTHETIC_SEED};
+use crate::store::Store;
+
+/// Evaluate a run or a model: n completions per question, accuracy and pass@k.
+///
+/// Example: chartrl eval --run nsr-n100-1a2b3c4d --n 16 --k 1,2,4,8,16
+#[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["model", "run"])))]
+pub struct EvalArgs {
+    /// A model directory (its results are kept under an `eval` run named after it)
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// A run, by name or identity prefix: its final model, or its latest checkpoint
+    #[arg(long)]
+    run: Option<String>,
+    /// Questions: .jsonl or ChartQA .json; default: the synthetic test split (seed 2025)
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Evaluate the first N questions (default: all of a file, 100 synthetic)
+    #[arg(long)]
+    questions: Option<usize>,
+    /// Completions sampled per question
+    #[arg(short = 'n', long, default_value_t = EvalConfig::default().n)]
+    n: usize,
+    /// The k values to print (every k <= n is computed and stored); default: powers of 2 and n
+    #[arg(long, value_delimiter = ',')]
+    k: Vec<usize>,
+    #[arg(long, default_value_t = EvalConfig::default().temperature)]
+    temperature: f64,
+    #[arg(long, default_value_t = EvalConfig::default().top_p)]
+    top_p: f64,
+    #[arg(long, default_value_t = EvalConfig::default().max_new_tokens)]
+    max_new_tokens: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// The run store
+    #[arg(long, default_value = DEFAULT_DB)]
+    db: PathBuf,
+    /// Print the result as JSON
+    #[arg(long)]
+    json: bool,
+}
+
+struct Bar {
+    bar: ProgressBar,
+    stop: Arc<AtomicUsize>,
+}
+
+impl EvalObserver for Bar {
+    fn on_progress(&mut self, done: usize, total: usize) {
+        self.bar.set_length(total as u64);
+        self.bar.set_position(done as u64);
+    }
+    fn should_stop(&self) -> bool {
+        self.stop.load(Ordering::Relaxed) != 0
+    }
+}
+
+pub fn run(a: EvalArgs) -> anyhow::Result<()> {
+    let config = EvalConfig {
+        n: a.n,
+        temperature: a.temperature,
+        top_p: a.top_p,
+        max_new_tokens: a.max_new_tokens,
+        seed: a.seed,
+    };
+    config
+        .validate()
+        .map_err(|e| anyhow::anyhow!("eval: {e}"))?;
+    let ks = if a.k.is_empty() {
+        EvalSummary::default_ks(a.n)
+    } else {
+        a.k.clone()
+    };
+    for &k in &ks {
+        if k == 0 {
+            return Err(PassKError::ZeroK.into());
+        }
+        if k > a.n {
+            return Err(PassKError::KAboveN { n: a.n, k }.into());
+        }
+    }
+    let (data, questions) = match &a.data {
+        Some(p) => (DataSpec::File(p.clone()), a.questions.unwrap_or(usize::MAX)),
+        None => (
+            DataSpec::Synthetic {
+                split: Split::Test,
+                seed: SYNTHETIC_SEED,
+            },
+            a.questions.unwrap_or(100),
+        ),
+    };
+    let target = match (&a.run, &a.model) {
+        (Some(r), _) => EvalTarget::Run(r.clone()),
+        (None, Some(m)) => EvalTarget::Model(super::model_dir(m)?.to_path_buf()),
+        (None, None) => anyhow::bail!("give --run RUN or --model DIR"),
+    };
+    let mut store = Store::open(&a.db)?;
+    let req = EvalRequest {
+        target,
+        data,
+        questions,
+        config,
+        experiment: None,
+    };
+    let stop = super::signals::stop_flag()?;
+    let mut bar = Bar {
+        bar: super::progress_bar(0, "questions"),
+        stop: stop.clone(),
+    };
+    let o = match evaluate(&mut store, &req, &mut bar) {
+        Ok(o) => o,
+        Err(RunError::Stopped(message)) => {
+            bar.bar.abandon();
+            return Err(super::Interrupted {
+                code: super::signals::exit_code(stop.load(Ordering::Relaxed).max(2)),
+                message,
+            }
+            .into());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    bar.bar.finish_and_clear();
+    let s = &o.result.summary;
+    if a.json {
+        let pass: serde_json::Map<String, serde_json::Value> = ks
+            .iter()
+            .map(|k| (format!("pass@{k}"), s.pass_at_k[k - 1].into()))
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({
+                "run": o.run.name, "step": o.step, "name": o.name, "sampled": o.sampled,
+                "seconds": o.seconds, "result": o.result, "pass_at": pass,
+            })
+        );
+        return Ok(());
+    }
+    let how = if o.sampled == 0 {
+        "read back from the store".to_string()
+    } else {
+        format!("{} questions sampled in {:.1}s", o.sampled, o.seconds)
+    };
+    println!(
+        "{} at step {} on {} questions of the {}, n = {} (temperature {}, top-p {}; {how})",
+        o.run.name,
+        o.step,
+        s.questions,
+        o.result.data,
+        s.n,
+        req.config.temperature,
+        req.config.top_p
+    );
+    println!("  accuracy      {:>6.1}%", 100.0 * s.accuracy);
+    for k in ks {
+        println!("  pass@{k:<8} {:>6.1}%", 100.0 * s.pass_at_k[k - 1]);
+    }
+    println!("  format        {:>6.1}%", 100.0 * s.format_rate);
+    println!("  truncated     {:>6.1}%", 100.0 * s.truncated_rate);
+    println!("  mean length   {:>6.1} tokens", s.mean_length);
+    Ok(())
+}

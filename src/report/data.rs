@@ -1,0 +1,147 @@
+//! What a report reads of each run: the metric series it plots and checks, its stored
+//! evaluations, its kept completions, and what it is (mode, data size, seed) for grouping.
+
+use std::collections::BTreeMap;
+
+use crate::eval::StoredEval;
+use crate::store::{Kind, Run, SampleRow, Store, StoreError};
+
+/// The metrics a report uses; a run lacking one simply has no such curve.
+pub const SERIES: [&str; 10] = [
+    "loss",
+    "learning_rate",
+    "grad_norm",
+    "reward",
+    "positive_ratio",
+    "negative_ratio",
+    "correct",
+    "incorrect",
+    "clipped_ratio",
+    "step_time",
+];
+
+/// A run with the numbers a report needs.
+#[derive(Debug, Clone)]
+pub struct RunData {
+    pub run: Run,
+    /// The training mode (`grpo`, ...) or `warm-start` / `eval`.
+    pub mode: String,
+    /// Training samples: `subset_size` of an RL run, `samples` of a warm start.
+    pub size: Option<usize>,
+    pub seed: Option<u64>,
+    /// Legend and table label, unique within the report.
+    pub label: String,
+    pub series: BTreeMap<&'static str, Vec<(usize, f64)>>,
+    /// Complete evaluations, by step then name.
+    pub evals: Vec<(usize, String, StoredEval)>,
+    pub samples: Vec<SampleRow>,
+}
+
+impl RunData {
+    pub fn load(store: &Store, run: &Run) -> Result<Self, StoreError> {
+        let mut series = BTreeMap::new();
+        for key in SERIES {
+            let s = store.series(run.id, key)?;
+            if !s.is_empty() {
+                series.insert(key, s);
+            }
+        }
+        let evals = store
+            .evaluations(run.id)?
+            .into_iter()
+            .filter_map(|e| StoredEval::from_json(&e.metrics).map(|s| (e.step, e.name, s)))
+            .collect();
+        let options = &run.config["options"];
+        let size = options["subset_size"]
+            .as_u64()
+            .or_else(|| options["samples"].as_u64())
+            .map(|v| v as usize);
+        let mode = run
+            .mode
+            .clone()
+            .unwrap_or_else(|| run.kind.as_str().to_string());
+        Ok(Self {
+            mode,
+            size,
+            seed: options["seed"].as_u64(),
+            label: run.name.clone(),
+            series,
+            evals,
+            samples: store.samples(run.id)?,
+            run: run.clone(),
+        })
+    }
+
+    pub fn is_rl(&self) -> bool {
+        self.run.kind == Kind::Train
+    }
+
+    pub fn values(&self, key: &str) -> Vec<f64> {
+        self.series
+            .get(key)
+            .map(|s| s.iter().map(|p| p.1).collect())
+            .unwrap_or_default()
+    }
+
+    /// Seconds spent in training steps (restarts and waiting excluded).
+    pub fn seconds(&self) -> f64 {
+        self.values("step_time").iter().sum()
+    }
+
+    /// The evaluation called `name` at the run's latest evaluated step.
+    pub fn eval(&self, name: &str) -> Option<&StoredEval> {
+        self.evals
+            .iter()
+            .rev()
+            .find(|(_, n, _)| n == name)
+            .map(|(_, _, e)| e)
+    }
+}
+
+/// Gives each run a short label: `NSR n=100`, with the seed when runs share mode and size,
+/// and the run name when even that is ambiguous.
+pub fn label_runs(runs: &mut [RunData]) {
+    let key = |d: &RunData| (d.mode.clone(), d.size);
+    let mut groups: BTreeMap<(String, Option<usize>), usize> = BTreeMap::new();
+    for d in runs.iter() {
+        *groups.entry(key(d)).or_default() += 1;
+    }
+    for d in runs.iter_mut() {
+        let mut label = display_mode(&d.mode);
+        if let Some(n) = d.size {
+            label.push_str(&format!(" n={n}"));
+        }
+        if groups[&key(d)] > 1 {
+            if let Some(s) = d.seed {
+                label.push_str(&format!(" seed {s}"));
+            }
+        }
+        d.label = label;
+    }
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    for d in runs.iter() {
+        *seen.entry(d.label.clone()).or_default() += 1;
+    }
+    for d in runs.iter_mut() {
+        if seen[&d.label] > 1 {
+            d.label = format!("{} ({})", d.label, d.run.name);
+        }
+    }
+}
+
+/// `grpo` → `GRPO`, `w-reinforce` → `W-REINFORCE`, `warm-start` → `warm start`.
+pub fn display_mode(mode: &str) -> String {
+    match mode {
+        "warm-start" => "warm start".into(),
+        "eval" => "model".into(),
+        m => m.to_uppercase(),
+    }
+}
+
+/// The four modes in the paper's order, then anything else.
+pub fn mode_rank(mode: &str) -> usize {
+    ["grpo", "psr", "nsr", "w-reinforce"]
+        .iter()
+        .position(|m| *m == mode)
+        .unwrap_or(4)
+}
