@@ -69,6 +69,80 @@ fn warm_start_then_train_each_mode_briefly() {
             .join("model/model.safetensors")
             .is_file());
     }
+    // The trained runs through sample, monitor, eval and report.
+    let out = ok(
+        &[
+            "sample",
+            "--run",
+            "r-nsr",
+            "--index",
+            "3",
+            "-n",
+            "2",
+            "--max-new-tokens",
+            "8",
+        ],
+        tmp.path(),
+    );
+    assert!(
+        out.contains("run r-nsr at step 1") && out.contains("gold answer"),
+        "{out}"
+    );
+    for needle in [
+        "accuracy ",
+        "format ",
+        "tag_count ",
+        "total ",
+        "/2 correct ---",
+    ] {
+        assert!(out.contains(needle), "{needle}: {out}");
+    }
+    let out = ok(&["monitor", "r-nsr"], tmp.path());
+    assert!(
+        out.contains("r-nsr — done — step 1/1") && out.contains("TRAINING SUMMARY: r-nsr"),
+        "{out}"
+    );
+    assert!(
+        out.contains("negative_ratio") && out.contains("Reward:"),
+        "{out}"
+    );
+    let out = ok(
+        &[
+            "eval",
+            "--run",
+            "r-grpo",
+            "--questions",
+            "3",
+            "-n",
+            "2",
+            "--max-new-tokens",
+            "8",
+        ],
+        tmp.path(),
+    );
+    assert!(
+        out.contains("r-grpo at step 1 on 3 questions") && out.contains("pass@2"),
+        "{out}"
+    );
+    let out = ok(
+        &[
+            "report",
+            "r-grpo",
+            "r-psr",
+            "r-nsr",
+            "r-w-reinforce",
+            "--out",
+            "rep",
+        ],
+        tmp.path(),
+    );
+    assert!(out.contains("report of 4 runs"), "{out}");
+    let md = std::fs::read_to_string(tmp.path().join("rep/report.md")).unwrap();
+    assert!(
+        md.contains("pass@2 % (n=2)") && md.contains("| GRPO | 2 | 1 |"),
+        "{md}"
+    );
+
     let err = user_error(&["train", "--mode", "ppo", "--model", "w"], tmp.path());
     assert!(err.contains("ppo"), "{err}");
     let err = user_error(

@@ -359,3 +359,64 @@ print(`finished ${run.name}`);
     assert_eq!(count(&again, "resumed"), 1, "{again}");
     assert!(again.contains("finished nsr-n40-"), "{again}");
 }
+
+#[test]
+fn a_script_evaluates_with_pass_at_k_and_writes_the_report() {
+    let tmp = tempfile::tempdir().unwrap();
+    let script = SWEEP.replace(
+        "    print(`${run.name} ${run.status}`);",
+        r#"    let e = evaluate(run, chart_data(#{ split: "test" }).take(3), #{ n: 2, k: [1, 2], max_tokens: 8 });
+    print(`${run.name}: ${e.questions} questions, n ${e.n}, accuracy ${e.accuracy}, pass@2 ${e.pass_at_k["2"]}`);"#,
+    ) + "print(`report in ${report(#{ out: \"reports/ev\" })}`);\n";
+    write(tmp.path(), "ev.rhai", &script);
+    let out = ok(&["exec", "ev.rhai"], tmp.path());
+    assert_eq!(
+        out.matches(": 3 questions, n 2, accuracy ").count(),
+        2,
+        "{out}"
+    );
+    assert!(out.contains("report of 2 runs written to"), "{out}");
+    for f in [
+        "report.html",
+        "report.md",
+        "pass_at_k.png",
+        "mode_metrics.png",
+    ] {
+        assert!(tmp.path().join("reports/ev").join(f).is_file(), "{f}");
+    }
+    let store = Store::open(&tmp.path().join("runs/chartrl.db")).unwrap();
+    let evals: usize = store
+        .list_runs()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            store
+                .evaluations(store.find_run(&r.name).unwrap().id)
+                .unwrap()
+                .len()
+        })
+        .sum();
+    assert_eq!(evals, 2);
+    drop(store);
+
+    // Again: runs reused, evaluations read back with the same numbers.
+    let again = ok(&["exec", "ev.rhai"], tmp.path());
+    let lines = |o: &str| -> Vec<String> {
+        o.lines()
+            .filter(|l| l.contains("pass@2"))
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(lines(&out), lines(&again));
+
+    write(
+        tmp.path(),
+        "bad.rhai",
+        "let r = train(#{ mode: \"nsr\", model: model(\"tiny\"), data: chart_data(#{ size: 100 }).take(4), batch_size: 2, num_generations: 2, max_completion_length: 12 });\nevaluate(r, chart_data(#{ split: \"test\" }).take(3), #{ n: 2, k: [4] });",
+    );
+    let err = user_error(&["exec", "bad.rhai"], tmp.path());
+    assert!(
+        err.contains("bad.rhai:2") && err.contains("pass@4 needs at least 4 samples"),
+        "{err}"
+    );
+}

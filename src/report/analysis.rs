@@ -294,3 +294,48 @@ pub fn smooth(values: &[f64], weight: f64) -> Vec<f64> {
 pub fn smoothing_weight(n: usize) -> f64 {
     (1.0 - 4.0 / n.max(1) as f64).clamp(0.0, 0.95)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn smoothing_is_a_debiased_moving_average() {
+        // weight 0.5: 2, (0.5*2*0.5 + 0.5*4)/(0.75) ...
+        let s = smooth(&[2.0, 4.0, 4.0], 0.5);
+        assert!(
+            (s[0] - 2.0).abs() < 1e-12,
+            "the first value is kept, not pulled to 0"
+        );
+        assert!((s[1] - (0.25 * 2.0 + 0.5 * 4.0) / 0.75).abs() < 1e-12);
+        assert_eq!(smooth(&[1.0, 5.0], 0.0), vec![1.0, 5.0]);
+        assert_eq!(smoothing_weight(3), 0.0);
+        assert_eq!(smoothing_weight(10_000), 0.95);
+    }
+
+    #[test]
+    fn windows_are_a_tenth_of_the_run_within_bounds() {
+        assert_eq!(window(10), WINDOW_MIN);
+        assert_eq!(window(200), 20);
+        assert_eq!(window(100_000), WINDOW_MAX);
+    }
+
+    #[test]
+    fn the_guides_examples_trip_the_checks() {
+        // "Step 100: Grad norm = 1.2 / Step 101: Grad norm = 15.8 ← Explosion!"
+        let mut g: Vec<(usize, f64)> = (0..10).map(|i| (i, 1.2)).collect();
+        g.push((10, 15.8));
+        assert!(gradient_spikes(&g).is_some());
+        g.pop();
+        assert!(gradient_spikes(&g).is_none());
+        // "2.0, 5.3, 1.8, 4.2 ← Unstable"
+        let osc = [2.0, 5.3, 1.8, 4.2, 2.1, 5.0, 1.9, 4.4, 2.0, 5.1];
+        assert!(oscillation(&osc).is_some());
+        let smooth_decay: Vec<f64> = (0..40).map(|i| 3.0 * (-(i as f64) / 10.0).exp()).collect();
+        assert!(oscillation(&smooth_decay).is_none());
+        assert!(loss_flat(&smooth_decay).is_none());
+        // "3.2, 3.1, 3.0 ← Too slow"
+        let slow: Vec<f64> = (0..30).map(|i| 3.2 - 0.002 * i as f64).collect();
+        assert!(loss_flat(&slow).is_some());
+    }
+}

@@ -157,6 +157,9 @@ pub fn draw_all(
     Ok(figs)
 }
 
+/// Runs of one training-set size by (mode rank, mode).
+type ModeRuns<'a> = BTreeMap<(usize, String), Vec<&'a RunData>>;
+
 /// Per training-set size, one curve per mode (mean and std over seeds) plus the models the
 /// RL runs started from.
 fn pass_panels(
@@ -164,8 +167,7 @@ fn pass_panels(
     name: &str,
     color: &dyn Fn(&RunData) -> plotters::style::RGBColor,
 ) -> Vec<(String, Vec<PassCurve>)> {
-    let mut by_size: BTreeMap<Option<usize>, BTreeMap<(usize, String), Vec<&RunData>>> =
-        BTreeMap::new();
+    let mut by_size: BTreeMap<Option<usize>, ModeRuns> = BTreeMap::new();
     for d in data.iter().filter(|d| d.is_rl() && d.eval(name).is_some()) {
         by_size
             .entry(d.size)

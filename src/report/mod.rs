@@ -159,7 +159,7 @@ pub fn build(
         blocks.push(Block::Para(caption.clone()));
         blocks.push(Block::Image {
             file: file.clone(),
-            alt: caption.clone(),
+            alt: file.trim_end_matches(".png").replace('_', " "),
         });
     }
     blocks.push(Block::Heading(2, "Warnings".into()));

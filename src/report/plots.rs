@@ -208,7 +208,7 @@ fn draw_curves(
         } else {
             *y
         };
-        if y_scale < 1e-2 || y_scale >= 1e5 {
+        if !(1e-2..1e5).contains(&y_scale) {
             format!("{y:.1e}")
         } else if y_scale < 0.1 {
             format!("{y:.3}")

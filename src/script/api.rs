@@ -575,11 +575,22 @@ impl Host {
         let run = target.clone().try_cast::<RunRef>();
         let model = self.model_of(target, "evaluate")?;
         let mut out = Map::new();
-        out.insert("questions".into(), Dynamic::from(data.size as INT));
-        out.insert("n".into(), Dynamic::from(config.n as INT));
         let ready = !self.dry && model.ready && run.as_ref().is_none_or(|r| r.id.is_some());
         if !ready {
-            out.insert("accuracy".into(), Dynamic::from(FLOAT::NAN));
+            // A dry pass returns the same shape, with NaN for what sampling would measure.
+            let nan = |_| FLOAT::NAN;
+            out.extend(eval_map(
+                &EvalSummary {
+                    questions: data.size,
+                    n: config.n,
+                    accuracy: FLOAT::NAN,
+                    format_rate: FLOAT::NAN,
+                    mean_length: FLOAT::NAN,
+                    truncated_rate: FLOAT::NAN,
+                    pass_at_k: (0..config.n).map(nan).collect(),
+                },
+                &ks,
+            ));
             return Ok(out);
         }
         let req = EvalRequest {
@@ -597,23 +608,9 @@ impl Host {
             RunError::Stopped(m) => Stop::Interrupted(m),
             other => other.into(),
         })?;
-        let s = &o.result.summary;
         out.insert("run".into(), o.run.name.into());
         out.insert("name".into(), o.name.into());
-        out.insert("questions".into(), Dynamic::from(s.questions as INT));
-        for (key, v) in [
-            ("accuracy", s.accuracy),
-            ("format_rate", s.format_rate),
-            ("mean_length", s.mean_length),
-            ("truncated_rate", s.truncated_rate),
-        ] {
-            out.insert(key.into(), Dynamic::from(v));
-        }
-        let mut pass = Map::new();
-        for k in ks {
-            pass.insert(k.to_string().into(), Dynamic::from(s.pass_at_k[k - 1]));
-        }
-        out.insert("pass_at_k".into(), pass.into());
+        out.extend(eval_map(&o.result.summary, &ks));
         Ok(out)
     }
 
@@ -881,4 +878,30 @@ fn rename(
         map.insert(to.to_string(), v);
     }
     map
+}
+
+/// What `evaluate` returns: the aggregate, with pass@k for the asked `ks` by k.
+fn eval_map(s: &EvalSummary, ks: &[usize]) -> Map {
+    let mut out = Map::new();
+    out.insert("questions".into(), Dynamic::from(s.questions as INT));
+    out.insert("n".into(), Dynamic::from(s.n as INT));
+    for (key, v) in [
+        ("accuracy", s.accuracy),
+        ("format_rate", s.format_rate),
+        ("mean_length", s.mean_length),
+        ("truncated_rate", s.truncated_rate),
+    ] {
+        out.insert(key.into(), Dynamic::from(v));
+    }
+    let pass: Map = ks
+        .iter()
+        .filter_map(|k| {
+            Some((
+                k.to_string().into(),
+                Dynamic::from(*s.pass_at_k.get(k - 1)?),
+            ))
+        })
+        .collect();
+    out.insert("pass_at_k".into(), pass.into());
+    out
 }
