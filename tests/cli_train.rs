@@ -97,6 +97,54 @@ fn warm_start_then_train_each_mode_briefly() {
     ] {
         assert!(out.contains(needle), "{needle}: {out}");
     }
+    ok(
+        &[
+            "data", "gen", "--split", "test", "--size", "8", "--out", "t.jsonl",
+        ],
+        tmp.path(),
+    );
+    let out = ok(
+        &[
+            "sample",
+            "--run",
+            "r-psr",
+            "--data",
+            "t.jsonl",
+            "--index",
+            "7",
+            "-n",
+            "2",
+            "--max-new-tokens",
+            "8",
+        ],
+        tmp.path(),
+    );
+    assert!(
+        out.contains("question 7 (") && out.contains("/2 correct ---"),
+        "{out}"
+    );
+    let err = user_error(
+        &[
+            "sample", "--run", "r-psr", "--data", "t.jsonl", "--index", "8",
+        ],
+        tmp.path(),
+    );
+    assert!(err.contains("only 8 questions"), "{err}");
+    let out = ok(
+        &[
+            "eval",
+            "--run",
+            "r-psr",
+            "--data",
+            "t.jsonl",
+            "-n",
+            "2",
+            "--max-new-tokens",
+            "8",
+        ],
+        tmp.path(),
+    );
+    assert!(out.contains("on 8 questions of the t.jsonl"), "{out}");
     let out = ok(&["monitor", "r-nsr"], tmp.path());
     assert!(
         out.contains("r-nsr — done — step 1/1") && out.contains("TRAINING SUMMARY: r-nsr"),

@@ -8,28 +8,22 @@ use std::sync::Arc;
 use clap::Args;
 use indicatif::ProgressBar;
 
+use super::target::{Questions, Target};
 use super::train_cmd::DEFAULT_DB;
-use crate::data::Split;
 use crate::eval::{EvalConfig, EvalSummary, PassKError};
 use crate::runs::evaluate::{evaluate, EvalObserver, EvalRequest, EvalTarget};
-use crate::runs::{DataSpec, RunError, SYNTHETIC_SEED};
+use crate::runs::{DataSpec, RunError};
 use crate::store::Store;
 
 /// Evaluate a run or a model: n completions per question, accuracy and pass@k.
 ///
 /// Example: chartrl eval --run nsr-n100-1a2b3c4d --n 16 --k 1,2,4,8,16
 #[derive(Args, Debug)]
-#[command(group(clap::ArgGroup::new("target").required(true).args(["model", "run"])))]
 pub struct EvalArgs {
-    /// A model directory (its results are kept under an `eval` run named after it)
-    #[arg(long)]
-    model: Option<PathBuf>,
-    /// A run, by name or identity prefix: its final model, or its latest checkpoint
-    #[arg(long)]
-    run: Option<String>,
-    /// Questions: .jsonl or ChartQA .json; default: the synthetic test split (seed 2025)
-    #[arg(long)]
-    data: Option<PathBuf>,
+    #[command(flatten)]
+    target: Target,
+    #[command(flatten)]
+    questions_from: Questions,
     /// Evaluate the first N questions (default: all of a file, 100 synthetic)
     #[arg(long)]
     questions: Option<usize>,
@@ -94,17 +88,13 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
             return Err(PassKError::KAboveN { n: a.n, k }.into());
         }
     }
-    let (data, questions) = match &a.data {
-        Some(p) => (DataSpec::File(p.clone()), a.questions.unwrap_or(usize::MAX)),
-        None => (
-            DataSpec::Synthetic {
-                split: Split::Test,
-                seed: SYNTHETIC_SEED,
-            },
-            a.questions.unwrap_or(100),
-        ),
+    let data = a.questions_from.spec();
+    let questions = match (&data, a.questions) {
+        (_, Some(q)) => q,
+        (DataSpec::File(_), None) => usize::MAX,
+        (DataSpec::Synthetic { .. }, None) => 100,
     };
-    let target = match (&a.run, &a.model) {
+    let target = match (&a.target.run, &a.target.model) {
         (Some(r), _) => EvalTarget::Run(r.clone()),
         (None, Some(m)) => EvalTarget::Model(super::model_dir(m)?.to_path_buf()),
         (None, None) => anyhow::bail!("give --run RUN or --model DIR"),

@@ -12,6 +12,7 @@ mod rewards_cmd;
 mod runs_cmd;
 mod sample_cmd;
 mod signals;
+mod target;
 mod train_cmd;
 
 use data_cmd::progress as progress_bar;

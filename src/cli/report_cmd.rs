@@ -100,13 +100,12 @@ pub fn monitor(a: MonitorArgs) -> anyhow::Result<()> {
     loop {
         let store = Store::open_existing(&a.db)?;
         let run = store.find_run(&a.run)?;
-        print!("{}", monitor_text(&store, &run)?);
-        let live = run.status == Status::Running
-            && !store
-                .list_runs()?
-                .iter()
-                .any(|l| l.name == run.name && l.crashed);
-        if !a.follow || !live {
+        let crashed = store
+            .list_runs()?
+            .iter()
+            .any(|l| l.name == run.name && l.crashed);
+        print!("{}", monitor_text(&store, &run, crashed)?);
+        if !a.follow || run.status != Status::Running || crashed {
             return Ok(());
         }
         drop(store);
@@ -115,16 +114,12 @@ pub fn monitor(a: MonitorArgs) -> anyhow::Result<()> {
     }
 }
 
-fn monitor_text(store: &Store, run: &crate::store::Run) -> anyhow::Result<String> {
+fn monitor_text(store: &Store, run: &crate::store::Run, crashed: bool) -> anyhow::Result<String> {
     use std::fmt::Write;
     let d = RunData::load(store, run)?;
     let s = summarise(&d);
     let w = warnings(&d);
     let mut t = String::new();
-    let crashed = store
-        .list_runs()?
-        .iter()
-        .any(|l| l.name == run.name && l.crashed);
     let status = if crashed {
         "running in the store, but its process is gone (the same command resumes it)".to_string()
     } else {

@@ -8,12 +8,13 @@ use clap::Args;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
+use super::target::{Questions, Target};
 use super::train_cmd::DEFAULT_DB;
-use crate::data::{PromptTemplate, Sample, Split};
+use crate::data::{PromptTemplate, Sample};
 use crate::eval::EvalConfig;
 use crate::model::{default_dtype, Policy, SamplingParams};
 use crate::reward::{is_correct, RewardSet, RewardSpec, Scored};
-use crate::runs::{evaluate::run_model, DataSpec, SYNTHETIC_SEED};
+use crate::runs::evaluate::run_model;
 use crate::store::Store;
 use crate::train::TrainConfig;
 
@@ -21,18 +22,11 @@ use crate::train::TrainConfig;
 ///
 /// Example: chartrl sample --run nsr-n100-1a2b3c4d --index 7 -n 8
 #[derive(Args, Debug)]
-#[command(group(clap::ArgGroup::new("target").required(true).args(["model", "run"])))]
 pub struct SampleArgs {
-    /// Model directory
-    #[arg(long)]
-    model: Option<PathBuf>,
-    /// A run (name or identity prefix): its final model or latest checkpoint, scored with its
-    /// rewards
-    #[arg(long)]
-    run: Option<String>,
-    /// Questions: .jsonl or ChartQA .json; default: the synthetic test split (seed 2025)
-    #[arg(long)]
-    data: Option<PathBuf>,
+    #[command(flatten)]
+    target: Target,
+    #[command(flatten)]
+    questions: Questions,
     /// Which question (0-based)
     #[arg(long, default_value_t = 0)]
     index: usize,
@@ -59,7 +53,7 @@ pub struct SampleArgs {
 }
 
 pub fn run(a: SampleArgs) -> anyhow::Result<()> {
-    let (dir, specs) = match (&a.run, &a.model) {
+    let (dir, specs) = match (&a.target.run, &a.target.model) {
         (Some(name), _) => {
             let store = Store::open_existing(&a.db)?;
             let run = store.find_run(name)?;
@@ -149,14 +143,7 @@ pub fn run(a: SampleArgs) -> anyhow::Result<()> {
 }
 
 fn question(a: &SampleArgs) -> anyhow::Result<Sample> {
-    let spec = match &a.data {
-        Some(p) => DataSpec::File(p.clone()),
-        None => DataSpec::Synthetic {
-            split: Split::Test,
-            seed: SYNTHETIC_SEED,
-        },
-    };
-    let mut all = spec.samples(a.index + 1)?;
+    let mut all = a.questions.spec().samples(a.index + 1)?;
     if all.len() <= a.index {
         anyhow::bail!(
             "--index {}: the data has only {} questions",

@@ -24,6 +24,18 @@ pub fn duration(s: f64) -> String {
 pub fn summary_text(d: &RunData, s: &Summary, warnings: &[Warning]) -> String {
     let r = &d.run;
     let mut t = String::new();
+    if r.kind == crate::store::Kind::Eval {
+        let _ = writeln!(
+            t,
+            "MODEL EVALUATIONS: {} ({})",
+            r.name,
+            r.config["model_path"].as_str().unwrap_or("-")
+        );
+        for (_, _, e) in &d.evals {
+            let _ = writeln!(t, "  {}", e.describe());
+        }
+        return t;
+    }
     let _ = writeln!(t, "TRAINING SUMMARY: {} ({})", r.name, d.label);
     let _ = writeln!(
         t,
@@ -36,6 +48,7 @@ pub fn summary_text(d: &RunData, s: &Summary, warnings: &[Warning]) -> String {
     let _ = writeln!(t, "  Final loss: {}", num(s.final_loss, 4));
     match s.loss_reduction_pct() {
         Some(p) => {
+            let p = if p.abs() < 0.05 { 0.0 } else { p };
             let _ = writeln!(
                 t,
                 "  Loss reduction: {p:.1}% ({} → {}, means of the first and last {} steps)",

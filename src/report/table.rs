@@ -95,12 +95,11 @@ pub fn comparison(runs: &[&RunData], eval: Option<&str>) -> Vec<Row> {
 pub fn primary_eval(runs: &[&RunData]) -> Option<(String, StoredEval)> {
     let mut count: BTreeMap<&str, (usize, &StoredEval)> = BTreeMap::new();
     for d in runs {
-        let mut names: Vec<&str> = d.evals.iter().map(|(_, n, _)| n.as_str()).collect();
-        names.dedup();
-        for (_, name, e) in &d.evals {
-            if names.contains(&name.as_str()) {
+        let names: std::collections::BTreeSet<&str> =
+            d.evals.iter().map(|(_, n, _)| n.as_str()).collect();
+        for name in names {
+            if let Some(e) = d.eval(name) {
                 count.entry(name).or_insert((0, e)).0 += 1;
-                names.retain(|n| n != name);
             }
         }
     }

@@ -108,7 +108,10 @@ pub fn evaluate(
         EvalTarget::Run(q) => store.find_run(q)?,
         EvalTarget::Model(dir) => model_run(store, dir, req.experiment.as_deref())?,
     };
-    let (model_dir, step) = run_model(store, &run)?;
+    let (model_dir, step) = match &req.target {
+        EvalTarget::Model(dir) => (dir.clone(), 0),
+        EvalTarget::Run(_) => run_model(store, &run)?,
+    };
     let samples = req.data.samples(req.questions)?;
     if samples.is_empty() {
         return Err(RunError::BadEval(format!(
