@@ -99,7 +99,11 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
         (None, Some(m)) => EvalTarget::Model(super::model_dir(m)?.to_path_buf()),
         (None, None) => anyhow::bail!("give --run RUN or --model DIR"),
     };
-    let mut store = Store::open(&a.db)?;
+    // Evaluating a run needs its store; a model directory may start a new one.
+    let mut store = match &target {
+        EvalTarget::Run(_) => Store::open_existing(&a.db)?,
+        EvalTarget::Model(_) => Store::open(&a.db)?,
+    };
     let req = EvalRequest {
         target,
         data,

@@ -8,7 +8,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::passk::{pass_at_k, PassKError};
+use super::passk::{mean_pass_at_k, PassKError};
 use crate::data::{PromptTemplate, Sample};
 use crate::model::{ModelError, Policy, SamplingParams};
 use crate::reward::{is_correct, Builtin, Reward, Scored};
@@ -170,14 +170,10 @@ impl EvalSummary {
         let q = results.len().max(1) as f64;
         let total = (results.len() * n).max(1) as f64;
         let sum = |f: fn(&QuestionResult) -> usize| results.iter().map(f).sum::<usize>() as f64;
-        let mut pass = Vec::with_capacity(n);
-        for k in 1..=n {
-            let mut acc = 0.0;
-            for r in results {
-                acc += pass_at_k(r.n, r.correct, k)?;
-            }
-            pass.push(acc / q);
-        }
+        let counts: Vec<(usize, usize)> = results.iter().map(|r| (r.n, r.correct)).collect();
+        let pass = (1..=n)
+            .map(|k| mean_pass_at_k(&counts, k))
+            .collect::<Result<Vec<f64>, _>>()?;
         Ok(Self {
             questions: results.len(),
             n,

@@ -565,7 +565,7 @@ impl Host {
         )?;
         config.validate().map_err(|e| format!("evaluate: {e}"))?;
         let ks = ks.unwrap_or_else(|| EvalSummary::default_ks(config.n));
-        if let Some(k) = ks.iter().find(|k| **k == 0 || **k > config.n) {
+        if let Some(k) = ks.iter().find(|k| **k > config.n) {
             return Err(format!(
                 "evaluate: {}",
                 crate::eval::PassKError::KAboveN { n: config.n, k: *k }

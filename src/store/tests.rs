@@ -52,6 +52,7 @@ fn migrations_apply_once_and_upgrade_an_old_file_keeping_its_rows() {
         let run = store.find_run("r1").unwrap();
         assert_eq!(store.metrics(run.id).unwrap().len(), 2);
         assert_eq!(store.samples(run.id).unwrap(), vec![]);
+        assert_eq!(store.eval_questions(run.id, 0, "e").unwrap(), vec![]);
         assert_eq!(store.integrity_check().unwrap(), "ok");
     }
     let mode: String = Store::open(&path)
@@ -209,4 +210,39 @@ fn another_hosts_claim_is_stale_once_its_heartbeat_is_old() {
         .claim(&run, &me, Duration::from_secs(3600), false)
         .is_err());
     assert!(store.claim(&run, &me, Duration::ZERO, false).is_ok());
+}
+
+#[test]
+fn evaluation_questions_round_trip_and_a_resume_truncates_them() {
+    use crate::eval::QuestionResult;
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(&dir.path().join("chartrl.db")).unwrap();
+    let (run, _) = store.find_or_create_run(&new_run("bb22", "r")).unwrap();
+    let q = |index, correct| QuestionResult {
+        index,
+        prompt_id: format!("p{index}"),
+        n: 4,
+        correct,
+        formatted: 3,
+        truncated: 1,
+        tokens: 40,
+    };
+    store
+        .add_eval_questions(run.id, 5, "e", &[q(1, 2), q(0, 4)])
+        .unwrap();
+    store
+        .add_eval_questions(run.id, 5, "other", &[q(0, 0)])
+        .unwrap();
+    assert_eq!(
+        store.eval_questions(run.id, 5, "e").unwrap(),
+        vec![q(0, 4), q(1, 2)]
+    );
+    assert_eq!(store.evaluation(run.id, 5, "e").unwrap(), None);
+    let m = serde_json::json!({"accuracy": 0.75});
+    store.add_evaluation(run.id, 5, "e", &m).unwrap();
+    assert_eq!(store.evaluation(run.id, 5, "e").unwrap(), Some(m));
+    assert_eq!(store.evaluations(run.id).unwrap().len(), 1);
+    store.truncate_from(run.id, 5).unwrap();
+    assert_eq!(store.eval_questions(run.id, 5, "e").unwrap(), vec![]);
+    assert_eq!(store.evaluations(run.id).unwrap(), vec![]);
 }
