@@ -44,6 +44,9 @@ pub struct EvalArgs {
     /// The run store
     #[arg(long, default_value = DEFAULT_DB)]
     db: PathBuf,
+    /// cpu, cuda or cuda:N
+    #[arg(long, default_value = "cpu")]
+    device: String,
     /// Print the result as JSON
     #[arg(long)]
     json: bool,
@@ -110,6 +113,7 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
         questions,
         config,
         experiment: None,
+        device: super::device(&a.device)?,
     };
     let stop = super::signals::stop_flag()?;
     let mut bar = Bar {

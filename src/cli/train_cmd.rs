@@ -317,6 +317,7 @@ fn held_out_accuracy(store: &mut Store, o: &TrainOutcome, n: usize) -> anyhow::R
             seed: 0,
         },
         experiment: None,
+        device: candle_core::Device::Cpu,
     };
     Ok(evaluate(store, &req, &mut Quiet)?.result.summary.accuracy)
 }

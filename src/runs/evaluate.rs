@@ -11,7 +11,7 @@ use super::{identity, DataSpec, RunError};
 
 use crate::data::{PromptTemplate, Split};
 use crate::eval::{evaluate_chunk, EvalConfig, EvalSummary, StoredEval, CHUNK};
-use crate::model::Policy;
+use crate::model::{default_dtype, Policy};
 use crate::store::{Kind, NewRun, Run, Status, Store};
 
 /// What to evaluate.
@@ -32,6 +32,8 @@ pub struct EvalRequest {
     pub config: EvalConfig,
     /// The experiment an `eval` run for a bare model joins.
     pub experiment: Option<String>,
+    /// Where the model samples (bf16 weights on CUDA, f32 on the CPU).
+    pub device: candle_core::Device,
 }
 
 /// Progress of an evaluation, and the way to stop it between chunks.
@@ -156,7 +158,11 @@ pub fn evaluate(
         }
         let p = match &mut policy {
             Some(p) => p,
-            None => policy.insert(super::load_policy(&model_dir)?),
+            None => policy.insert(Policy::load(
+                &model_dir,
+                &req.device,
+                default_dtype(&req.device),
+            )?),
         };
         let results = evaluate_chunk(p, chunk, first, &template, &req.config)?;
         store.add_eval_questions(run.id, step, &name, &results)?;

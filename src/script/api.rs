@@ -602,6 +602,7 @@ impl Host {
             questions: data.size,
             config,
             experiment: Some(self.experiment.clone()),
+            device: candle_core::Device::Cpu,
         };
         let mut obs = EvalProgress(&mut *self.obs);
         let o = evaluate(&mut self.store, &req, &mut obs).map_err(|e| match e {
