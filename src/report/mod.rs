@@ -119,26 +119,17 @@ pub fn build(
         )
     });
 
-    let mut files = Vec::new();
-    let mut all_warnings = Vec::new();
-    let mut run_blocks = Vec::new();
-    for d in &data {
-        let s = summarise(d);
-        let w = warnings(d);
-        let text = summary_text(d, &s, &w);
-        let dir = out.join("runs").join(&d.run.name);
-        std::fs::create_dir_all(&dir).map_err(|e| ReportError::io(&dir, e))?;
-        let path = dir.join("summary.txt");
-        std::fs::write(&path, &text).map_err(|e| ReportError::io(&path, e))?;
-        files.push(path);
-        run_blocks.push(Block::Heading(3, format!("{} — {}", d.label, d.run.name)));
-        run_blocks.push(Block::Pre(text));
-        run_blocks.extend(completion_blocks(d, s.window));
-        all_warnings.extend(w.into_iter().map(|w| (d.run.name.clone(), w)));
-    }
-
+    let Summaries {
+        mut files,
+        warnings: all_warnings,
+        blocks: run_blocks,
+    } = write_summaries(out, &data)?;
     let rl: Vec<&RunData> = data.iter().filter(|d| d.is_rl()).collect();
-    let eval = primary_eval(&data.iter().collect::<Vec<_>>());
+    // The RL runs are what the table compares; without any, whatever was evaluated.
+    let eval = match primary_eval(&rl) {
+        Some(e) => Some(e),
+        None => primary_eval(&data.iter().collect::<Vec<_>>()),
+    };
     let figs = figures::draw_all(out, &data, eval.as_ref())?;
     files.extend(figs.iter().map(|(f, _)| out.join(f)));
 
@@ -187,6 +178,39 @@ pub fn build(
         files,
         runs: data.len(),
         warnings: all_warnings,
+    })
+}
+
+/// What writing the runs' summaries produced.
+struct Summaries {
+    files: Vec<PathBuf>,
+    /// `(run name, warning)`.
+    warnings: Vec<(String, Warning)>,
+    /// The documents' section on runs: each summary, best and worst completion.
+    blocks: Vec<Block>,
+}
+
+/// Writes each run's `summary.txt`.
+fn write_summaries(out: &Path, data: &[RunData]) -> Result<Summaries, ReportError> {
+    let (mut files, mut warned, mut blocks) = (Vec::new(), Vec::new(), Vec::new());
+    for d in data {
+        let s = summarise(d);
+        let w = warnings(d);
+        let text = summary_text(d, &s, &w);
+        let dir = out.join("runs").join(&d.run.name);
+        std::fs::create_dir_all(&dir).map_err(|e| ReportError::io(&dir, e))?;
+        let path = dir.join("summary.txt");
+        std::fs::write(&path, &text).map_err(|e| ReportError::io(&path, e))?;
+        files.push(path);
+        blocks.push(Block::Heading(3, format!("{} — {}", d.label, d.run.name)));
+        blocks.push(Block::Pre(text));
+        blocks.extend(completion_blocks(d, s.window));
+        warned.extend(w.into_iter().map(|w| (d.run.name.clone(), w)));
+    }
+    Ok(Summaries {
+        files,
+        warnings: warned,
+        blocks,
     })
 }
 
