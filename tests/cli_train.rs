@@ -69,21 +69,28 @@ fn warm_start_then_train_each_mode_briefly() {
             .join("model/model.safetensors")
             .is_file());
     }
-    // The trained runs through sample, monitor, eval and report.
-    let out = ok(
-        &[
-            "sample",
-            "--run",
-            "r-nsr",
-            "--index",
-            "3",
-            "-n",
-            "2",
-            "--max-new-tokens",
-            "8",
-        ],
+    inspect_trained_runs(tmp.path());
+
+    let err = user_error(&["train", "--mode", "ppo", "--model", "w"], tmp.path());
+    assert!(err.contains("ppo"), "{err}");
+    let err = user_error(
+        &["train", "--model", "w", "--set", "num_generation=3"],
         tmp.path(),
     );
+    assert!(
+        err.contains("num_generation") && err.contains("num_generations"),
+        "{err}"
+    );
+}
+
+/// `chartrl` with a command line split on spaces.
+fn line(cmd: &str, dir: &std::path::Path) -> String {
+    ok(&cmd.split_whitespace().collect::<Vec<_>>(), dir)
+}
+
+/// The runs trained above through sample, monitor, eval and report.
+fn inspect_trained_runs(dir: &std::path::Path) {
+    let out = line("sample --run r-nsr --index 3 -n 2 --max-new-tokens 8", dir);
     assert!(
         out.contains("run r-nsr at step 1") && out.contains("gold answer"),
         "{out}"
@@ -97,27 +104,10 @@ fn warm_start_then_train_each_mode_briefly() {
     ] {
         assert!(out.contains(needle), "{needle}: {out}");
     }
-    ok(
-        &[
-            "data", "gen", "--split", "test", "--size", "8", "--out", "t.jsonl",
-        ],
-        tmp.path(),
-    );
-    let out = ok(
-        &[
-            "sample",
-            "--run",
-            "r-psr",
-            "--data",
-            "t.jsonl",
-            "--index",
-            "7",
-            "-n",
-            "2",
-            "--max-new-tokens",
-            "8",
-        ],
-        tmp.path(),
+    line("data gen --split test --size 8 --out t.jsonl", dir);
+    let out = line(
+        "sample --run r-psr --data t.jsonl --index 7 -n 2 --max-new-tokens 8",
+        dir,
     );
     assert!(
         out.contains("question 7 (") && out.contains("/2 correct ---"),
@@ -127,25 +117,15 @@ fn warm_start_then_train_each_mode_briefly() {
         &[
             "sample", "--run", "r-psr", "--data", "t.jsonl", "--index", "8",
         ],
-        tmp.path(),
+        dir,
     );
     assert!(err.contains("only 8 questions"), "{err}");
-    let out = ok(
-        &[
-            "eval",
-            "--run",
-            "r-psr",
-            "--data",
-            "t.jsonl",
-            "-n",
-            "2",
-            "--max-new-tokens",
-            "8",
-        ],
-        tmp.path(),
+    let out = line(
+        "eval --run r-psr --data t.jsonl -n 2 --max-new-tokens 8",
+        dir,
     );
     assert!(out.contains("on 8 questions of the t.jsonl"), "{out}");
-    let out = ok(&["monitor", "r-nsr"], tmp.path());
+    let out = line("monitor r-nsr", dir);
     assert!(
         out.contains("r-nsr — done — step 1/1") && out.contains("TRAINING SUMMARY: r-nsr"),
         "{out}"
@@ -154,51 +134,19 @@ fn warm_start_then_train_each_mode_briefly() {
         out.contains("negative_ratio") && out.contains("Reward:"),
         "{out}"
     );
-    let out = ok(
-        &[
-            "eval",
-            "--run",
-            "r-grpo",
-            "--questions",
-            "3",
-            "-n",
-            "2",
-            "--max-new-tokens",
-            "8",
-        ],
-        tmp.path(),
+    let out = line(
+        "eval --run r-grpo --questions 3 -n 2 --max-new-tokens 8",
+        dir,
     );
     assert!(
         out.contains("r-grpo at step 1 on 3 questions") && out.contains("pass@2"),
         "{out}"
     );
-    let out = ok(
-        &[
-            "report",
-            "r-grpo",
-            "r-psr",
-            "r-nsr",
-            "r-w-reinforce",
-            "--out",
-            "rep",
-        ],
-        tmp.path(),
-    );
+    let out = line("report r-grpo r-psr r-nsr r-w-reinforce --out rep", dir);
     assert!(out.contains("report of 4 runs"), "{out}");
-    let md = std::fs::read_to_string(tmp.path().join("rep/report.md")).unwrap();
+    let md = std::fs::read_to_string(dir.join("rep/report.md")).unwrap();
     assert!(
         md.contains("pass@2 % (n=2)") && md.contains("| GRPO | 2 | 1 |"),
         "{md}"
-    );
-
-    let err = user_error(&["train", "--mode", "ppo", "--model", "w"], tmp.path());
-    assert!(err.contains("ppo"), "{err}");
-    let err = user_error(
-        &["train", "--model", "w", "--set", "num_generation=3"],
-        tmp.path(),
-    );
-    assert!(
-        err.contains("num_generation") && err.contains("num_generations"),
-        "{err}"
     );
 }
