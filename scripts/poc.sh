@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The 100-sample POC on the built-in tiny model, end to end and offline:
 # create the model, warm-start it on gold reasoning traces (once; reused afterwards),
-# then train each of the four modes on the first 100 synthetic samples.
+# then train each of the four modes on the first 100 synthetic samples, evaluate each on 100
+# held-out questions (16 samples each) and write the report to reports/poc-cli/.
 # `chartrl exec experiments/poc.rhai` is the main job; this is the same POC with plain commands.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,5 +15,7 @@ for mode in grpo psr nsr w-reinforce; do
     "$bin" train --mode "$mode" --model models/tiny-warm --subset-size 100 --num-generations 4 \
         --batch-size 2 --log-every 10 --name "poc-$mode" --experiment poc "$@"
     echo "$mode: $(( $(date +%s) - start ))s wall"
+    "$bin" eval --run "poc-$mode" --n 16 --k 1,4,16
 done
 "$bin" runs
+"$bin" report poc-grpo poc-psr poc-nsr poc-w-reinforce --out reports/poc-cli
