@@ -5,19 +5,7 @@ mod common;
 use common::{chartrl, ok, stderr, user_error};
 
 fn init_tiny(dir: &std::path::Path) {
-    ok(
-        &[
-            "model",
-            "init",
-            "--preset",
-            "tiny",
-            "--out",
-            "m",
-            "--corpus-size",
-            "500",
-        ],
-        dir,
-    );
+    common::tiny_model(dir, "m");
 }
 
 #[test]

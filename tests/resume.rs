@@ -111,7 +111,7 @@ fn record(dir: &Path) -> Record {
         sha256_file(&dir.join("runs").join(RUN).join("model/model.safetensors")).unwrap();
     Record {
         metrics,
-        samples: store.samples(run.id).unwrap(),
+        samples: store.samples(run.id, 0).unwrap(),
         weights,
     }
 }

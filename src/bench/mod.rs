@@ -9,6 +9,7 @@ pub use report::{report_cost, ReportFigure};
 pub use reward::{reward_cost, RewardFigure};
 pub use store::{store_overhead, StoreFigure};
 
+use crate::train::observe::median;
 use std::time::Instant;
 
 use candle_core::Device;
@@ -184,16 +185,6 @@ where
         times.push(start.elapsed().as_secs_f64());
     }
     Ok(times)
-}
-
-fn median(xs: &[f64]) -> f64 {
-    let mut v = xs.to_vec();
-    v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
 }
 
 /// Peak resident set size of this process (Linux `VmHWM`), 0 where unknown.

@@ -164,7 +164,7 @@ fn show(store: &Store, query: &str, json: bool) -> anyhow::Result<()> {
     let latest = store.latest_metrics(run.id)?;
     let checkpoints = store.checkpoints(run.id)?;
     let events = store.events(run.id)?;
-    let samples = store.samples(run.id)?;
+    let samples = store.samples(run.id, run.step.saturating_sub(1))?;
     let last_step = samples.last().map(|s| s.step);
     let last: Vec<_> = samples
         .into_iter()

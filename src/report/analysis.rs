@@ -10,7 +10,7 @@
 //! cross-entropy being minimised.
 
 use super::data::RunData;
-use crate::train::observe::mean_std;
+use crate::train::observe::{mean_std, median};
 
 /// A convergence window is this fraction of the run's steps...
 pub const WINDOW_FRACTION: f64 = 0.1;
@@ -186,19 +186,6 @@ fn zero_steps(series: &[(usize, f64)]) -> Option<(usize, usize, usize)> {
         .map(|(s, _)| *s)
         .collect();
     zeros.first().map(|f| (zeros.len(), series.len(), *f))
-}
-
-fn median(xs: &[f64]) -> f64 {
-    let mut v = xs.to_vec();
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n == 0 {
-        f64::NAN
-    } else if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
 }
 
 fn gradient_spikes(series: &[(usize, f64)]) -> Option<Warning> {

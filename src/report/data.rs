@@ -34,6 +34,7 @@ pub struct RunData {
     pub series: BTreeMap<&'static str, Vec<(usize, f64)>>,
     /// Complete evaluations, by step then name.
     pub evals: Vec<(usize, String, StoredEval)>,
+    /// Kept completions of the last window of steps (see [`super::window`]).
     pub samples: Vec<SampleRow>,
 }
 
@@ -67,7 +68,7 @@ impl RunData {
             label: run.name.clone(),
             series,
             evals,
-            samples: store.samples(run.id)?,
+            samples: store.samples(run.id, run.step.saturating_sub(super::window(run.step)))?,
             run: run.clone(),
         })
     }

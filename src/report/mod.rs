@@ -204,7 +204,7 @@ fn write_summaries(out: &Path, data: &[RunData]) -> Result<Summaries, ReportErro
         files.push(path);
         blocks.push(Block::Heading(3, format!("{} — {}", d.label, d.run.name)));
         blocks.push(Block::Pre(text));
-        blocks.extend(completion_blocks(d, s.window));
+        blocks.extend(completion_blocks(d));
         warned.extend(w.into_iter().map(|w| (d.run.name.clone(), w)));
     }
     Ok(Summaries {
@@ -289,7 +289,10 @@ fn baseline_blocks(
             Some(vec![
                 format!("{} ({})", d.label, d.run.name),
                 format!("{:.1}", 100.0 * s.accuracy),
-                format!("{:.1}", 100.0 * s.pass_at_k[0]),
+                format!(
+                    "{:.1}",
+                    100.0 * s.pass_at_k.first().copied().unwrap_or(f64::NAN)
+                ),
                 format!(
                     "{:.1}",
                     100.0 * s.pass_at_k.last().copied().unwrap_or(f64::NAN)
@@ -319,14 +322,15 @@ fn baseline_blocks(
 }
 
 /// The best and the worst completion kept over the run's last window of steps.
-fn completion_blocks(d: &RunData, window: usize) -> Vec<Block> {
-    let from = d.run.step.saturating_sub(window);
-    let late: Vec<_> = d.samples.iter().filter(|s| s.step >= from).collect();
-    let best = late
+fn completion_blocks(d: &RunData) -> Vec<Block> {
+    let window = window(d.run.step);
+    let best = d
+        .samples
         .iter()
         .filter(|s| s.rank == "best")
         .max_by(|a, b| a.reward.total_cmp(&b.reward));
-    let worst = late
+    let worst = d
+        .samples
         .iter()
         .filter(|s| s.rank == "worst")
         .min_by(|a, b| a.reward.total_cmp(&b.reward));

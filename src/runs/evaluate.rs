@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use super::{identity, DataSpec, RunError};
 
-use crate::data::{PromptTemplate, Split};
+use crate::data::PromptTemplate;
 use crate::eval::{evaluate_chunk, EvalConfig, EvalSummary, StoredEval, CHUNK};
 use crate::model::{default_dtype, Policy};
 use crate::store::{Kind, NewRun, Run, Status, Store};
@@ -80,24 +80,6 @@ pub fn run_model(store: &Store, run: &Run) -> Result<(PathBuf, usize), RunError>
     }
 }
 
-/// A human description of the questions: what reports print next to the numbers.
-pub fn data_label(data: &DataSpec) -> String {
-    match data {
-        DataSpec::Synthetic { split, seed } => {
-            let which = if *split == Split::Test {
-                "test"
-            } else {
-                "train"
-            };
-            format!("synthetic {which} split, seed {seed}")
-        }
-        DataSpec::File(p) => p
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| p.display().to_string()),
-    }
-}
-
 /// Evaluates the request's model, or reads its stored result back.
 pub fn evaluate(
     store: &mut Store,
@@ -118,11 +100,11 @@ pub fn evaluate(
     if samples.is_empty() {
         return Err(RunError::BadEval(format!(
             "{}: no questions to evaluate",
-            data_label(&req.data)
+            req.data.label()
         )));
     }
     let name = req.config.name(&req.data.identity()?, samples.len());
-    let label = data_label(&req.data);
+    let label = req.data.label();
     let outcome = |result: StoredEval, sampled| EvalOutcome {
         run: run.clone(),
         step,

@@ -118,6 +118,19 @@ impl DataSpec {
         })
     }
 
+    /// What the samples are, for people: `synthetic test split, seed 2025` or a file name.
+    pub fn label(&self) -> String {
+        match self {
+            DataSpec::Synthetic { split, seed } => {
+                format!("synthetic {} split, seed {seed}", split.name())
+            }
+            DataSpec::File(p) => p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| p.display().to_string()),
+        }
+    }
+
     fn path(&self) -> Option<&Path> {
         match self {
             DataSpec::File(p) => Some(p),

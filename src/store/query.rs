@@ -273,25 +273,26 @@ impl Store {
         )
     }
 
-    /// A run's kept completions (best and worst of each step), by step.
-    pub fn samples(&self, run_id: i64) -> Result<Vec<SampleRow>, StoreError> {
-        self.run_rows(
+    /// A run's kept completions (best and worst of each step) from step `from_step` on, by
+    /// step.
+    pub fn samples(&self, run_id: i64, from_step: usize) -> Result<Vec<SampleRow>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
             "SELECT step, rank, prompt_id, completion, rewards, reward, advantage FROM samples
-             WHERE run_id = ?1 ORDER BY step, rank",
-            run_id,
-            |r| {
-                let rewards: String = r.get(4)?;
-                Ok(SampleRow {
-                    step: r.get::<_, i64>(0)? as usize,
-                    rank: r.get(1)?,
-                    prompt_id: r.get(2)?,
-                    completion: r.get(3)?,
-                    rewards: serde_json::from_str(&rewards).unwrap_or(serde_json::Value::Null),
-                    reward: r.get(5)?,
-                    advantage: r.get(6)?,
-                })
-            },
-        )
+             WHERE run_id = ?1 AND step >= ?2 ORDER BY step, rank",
+        )?;
+        let rows = stmt.query_map(rusqlite::params![run_id, from_step as i64], |r| {
+            let rewards: String = r.get(4)?;
+            Ok(SampleRow {
+                step: r.get::<_, i64>(0)? as usize,
+                rank: r.get(1)?,
+                prompt_id: r.get(2)?,
+                completion: r.get(3)?,
+                rewards: serde_json::from_str(&rewards).unwrap_or(serde_json::Value::Null),
+                reward: r.get(5)?,
+                advantage: r.get(6)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 }
 

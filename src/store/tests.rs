@@ -51,7 +51,7 @@ fn migrations_apply_once_and_upgrade_an_old_file_keeping_its_rows() {
         assert_eq!(store.schema_version().unwrap(), schema::CURRENT);
         let run = store.find_run("r1").unwrap();
         assert_eq!(store.metrics(run.id).unwrap().len(), 2);
-        assert_eq!(store.samples(run.id).unwrap(), vec![]);
+        assert_eq!(store.samples(run.id, 0).unwrap(), vec![]);
         assert_eq!(store.eval_questions(run.id, 0, "e").unwrap(), vec![]);
         assert_eq!(store.integrity_check().unwrap(), "ok");
     }

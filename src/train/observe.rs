@@ -151,3 +151,14 @@ pub fn mean_std(xs: &[f64]) -> (f64, f64) {
     };
     (mean, std)
 }
+
+/// The median (mean of the middle two for an even count; NaN for none).
+pub fn median(xs: &[f64]) -> f64 {
+    let mut v = xs.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
