@@ -4,7 +4,9 @@ mod common;
 
 use std::collections::HashSet;
 
-use chartrl::data::{load_chartqa, load_jsonl, Chart, Generator, Sample, Split, QUESTION_TYPES};
+use chartrl::data::{
+    load_chartqa, load_jsonl, AnswerKind, Chart, Generator, QuestionType, Sample, Split,
+};
 use common::{ok, user_error};
 
 #[test]
@@ -39,13 +41,32 @@ fn key(s: &Sample) -> String {
 }
 
 #[test]
-fn train_and_test_share_no_chart_question_pair() {
+fn warmup_train_and_test_share_no_chart_question_pair() {
     let train: HashSet<String> = Generator::new(Split::Train, 2025)
         .take(34000)
         .map(|s| key(&s))
         .collect();
+    let warmup: HashSet<String> = Generator::new(Split::Warmup, 2025)
+        .take(50000)
+        .map(|s| key(&s))
+        .collect();
+    assert!(warmup.is_disjoint(&train), "warmup and train overlap");
     let test: Vec<Sample> = Generator::new(Split::Test, 2025).take(5000).collect();
-    assert!(test.iter().all(|s| !train.contains(&key(s))));
+    assert!(
+        test.iter().all(|s| !train.contains(&key(s))),
+        "test and train overlap"
+    );
+    assert!(
+        test.iter().all(|s| !warmup.contains(&key(s))),
+        "test and warmup overlap"
+    );
+    // Disjoint by construction, whatever the seeds: each pair belongs to one split.
+    for (split, seed) in [(Split::Train, 7), (Split::Warmup, 1), (Split::Test, 3)] {
+        let class = Split::ALL.iter().position(|x| *x == split).unwrap() as u64;
+        for s in Generator::new(split, seed).take(200) {
+            assert_eq!(chartrl::data::partition(&s.chart, &s.question), class);
+        }
+    }
     // Different seeds give different data too.
     let other = Generator::new(Split::Train, 7).sample(0);
     assert_ne!(
@@ -60,8 +81,12 @@ fn every_question_type_appears_in_1000_samples() {
         .take(1000)
         .map(|s| s.question_type)
         .collect();
-    for t in QUESTION_TYPES {
-        assert!(seen.contains(t), "no `{t}` question in 1000 samples");
+    for t in QuestionType::ALL {
+        assert!(
+            seen.contains(t.name()),
+            "no `{}` question in 1000 samples",
+            t.name()
+        );
     }
 }
 
@@ -145,7 +170,16 @@ fn recompute(s: &Sample) -> String {
 
 #[test]
 fn gold_answers_match_an_independent_recomputation() {
+    let mut year_labels = 0;
     for s in Generator::new(Split::Train, 2025).take(2000) {
+        // Every answer carries its kind, in the JSONL record too.
+        let kind = QuestionType::parse(&s.question_type).unwrap().answer_kind();
+        assert_eq!(s.answer_kind, Some(kind), "{}", s.id);
+        let json = serde_json::to_value(&s).unwrap();
+        assert_eq!(json["answer_kind"], serde_json::json!(kind), "{}", s.id);
+        if kind == AnswerKind::Label && s.answer.parse::<f64>().is_ok() {
+            year_labels += 1;
+        }
         let expected = recompute(&s);
         match (expected.parse::<f64>(), s.answer.parse::<f64>()) {
             (Ok(e), Ok(a)) => assert!(
@@ -163,6 +197,8 @@ fn gold_answers_match_an_independent_recomputation() {
             s.reasoning
         );
     }
+    // Years used as labels exist, and are matched as labels, not numbers.
+    assert!(year_labels > 10, "{year_labels} numeric-looking labels");
 }
 
 #[test]

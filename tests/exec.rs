@@ -420,3 +420,68 @@ fn a_script_evaluates_with_pass_at_k_and_writes_the_report() {
         "{err}"
     );
 }
+
+#[test]
+fn the_checklist_passes_real_runs_and_fails_a_run_whose_filter_broke() {
+    let tmp = tempfile::tempdir().unwrap();
+    let script = SWEEP.replace(
+        "    print(`${run.name} ${run.status}`);",
+        "    let c = run.checklist();\n    print(`${run.name} ${run.mode} passed=${c.passed} ${c.problems}`);",
+    );
+    write(tmp.path(), "check.rhai", &script);
+    let out = ok(&["exec", "check.rhai"], tmp.path());
+    assert_eq!(out.matches(" passed=true").count(), 2, "{out}");
+
+    // What an NSR trainer whose filter let a correct sample through would have recorded at
+    // its last step: one kept sample counted correct.
+    let db = tmp.path().join("runs/chartrl.db");
+    let mut store = Store::open(&db).unwrap();
+    let nsr = store
+        .list_runs()
+        .unwrap()
+        .into_iter()
+        .find(|r| r.name.starts_with("nsr-"))
+        .unwrap();
+    let run = store.find_run(&nsr.name).unwrap();
+    let last = run.step - 1;
+    let at = |key: &str| {
+        store
+            .metrics(run.id)
+            .unwrap()
+            .iter()
+            .find(|m| m.key == key && m.step == last)
+            .and_then(|m| m.value)
+            .unwrap()
+    };
+    let (kept, correct) = (at("kept"), at("correct"));
+    let values: std::collections::BTreeMap<String, f64> = [
+        ("kept".to_string(), kept + 1.0),
+        ("kept_correct".to_string(), 1.0),
+        ("correct".to_string(), correct.max(1.0)),
+    ]
+    .into_iter()
+    .collect();
+    store
+        .log_step(
+            run.id,
+            &chartrl::store::write::StepRecord {
+                step: last,
+                values: Some(&values),
+                events: &[],
+                samples: &[],
+                lease: None,
+            },
+        )
+        .unwrap();
+    drop(store);
+    let out = ok(&["exec", "check.rhai"], tmp.path());
+    let line = out
+        .lines()
+        .find(|l| l.contains(" nsr passed="))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        line.contains("passed=false") && line.contains(&format!("step {last}: nsr kept 1 correct")),
+        "{line}"
+    );
+    assert_eq!(out.matches(" passed=true").count(), 1, "{out}");
+}

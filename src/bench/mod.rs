@@ -144,7 +144,8 @@ fn train_step(
             .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
         let correct: Vec<bool> = (0..groups[i].len()).map(|j| j % 2 == 0).collect();
         let rewards: Vec<f64> = correct.iter().map(|&c| if c { 1.0 } else { 0.0 }).collect();
-        let (adv, kept) = advantages(Mode::WReinforce, &rewards, &correct, 0.1);
+        let shaping = vec![0.0; rewards.len()];
+        let (adv, kept) = advantages(Mode::WReinforce, &rewards, &shaping, &correct, 0.1);
         let (loss, _) = group_loss(&out.logp, &out.mask, &adv, &kept, None, 0.0, 0.2, &norm)?;
         Ok((loss, ()))
     })?;

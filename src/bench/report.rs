@@ -11,6 +11,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
+use crate::data::QuestionType;
 use crate::eval::{EvalConfig, EvalSummary, QuestionResult, StoredEval};
 use crate::report::{self, ReportError};
 use crate::store::{write::StepRecord, Kind, NewRun, SampleRow, Store};
@@ -163,6 +164,8 @@ fn fill_run(
             formatted: config.n,
             truncated: 0,
             tokens: 60 * config.n,
+            question_type: QuestionType::ALL[i % QuestionType::ALL.len()].name().into(),
+            chance: Some(0.1),
         })
         .collect();
     let name = config.name("synthetic:bench", questions.len());

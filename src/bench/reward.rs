@@ -38,8 +38,7 @@ pub fn reward_cost(
     reps: usize,
 ) -> Result<RewardFigure, String> {
     let script = crate::script::reward_from_source("concise", CONCISE)?;
-    let builtin =
-        Builtin::from_name("format", &serde_json::Value::Null).map_err(|e| e.to_string())?;
+    let builtin = Builtin::Format;
     let samples: Vec<_> = Generator::new(Split::Train, 2025)
         .take(completions)
         .collect();

@@ -37,7 +37,8 @@ pub enum DataCommand {
 
 #[derive(Args, Debug)]
 pub struct GenArgs {
-    /// train or test (disjoint seed streams)
+    /// train (RL data), test (held-out questions) or warmup (the warm start's data); the
+    /// three never share a (chart, question) pair
     #[arg(long, default_value = "train")]
     split: String,
     #[arg(long, default_value_t = 1000)]
@@ -86,7 +87,8 @@ pub fn run(cmd: DataCommand) -> anyhow::Result<()> {
 }
 
 fn split(name: &str) -> anyhow::Result<Split> {
-    Split::parse(name).ok_or_else(|| anyhow::anyhow!("unknown split `{name}` (use train or test)"))
+    Split::parse(name)
+        .ok_or_else(|| anyhow::anyhow!("unknown split `{name}` (use train, test or warmup)"))
 }
 
 fn gen(a: GenArgs) -> anyhow::Result<()> {

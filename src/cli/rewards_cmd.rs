@@ -8,7 +8,8 @@ use serde::Deserialize;
 
 use crate::data::DataSource;
 use crate::model::ChatTokenizer;
-use crate::reward::{extract_answer, Builtin, Reward, Scored};
+use crate::reward::{extract_answer, Builtin, Reward, RewardContext, Scored};
+use crate::train::TrainConfig;
 
 #[derive(Subcommand, Debug)]
 pub enum RewardsCommand {
@@ -32,6 +33,10 @@ pub struct ScoreArgs {
     /// A model directory whose tokenizer counts completion tokens
     #[arg(long)]
     model: Option<PathBuf>,
+    /// The completions' token limit, which `overlong` punishes lengths near (default: the
+    /// trainer's max_completion_length)
+    #[arg(long)]
+    max_completion_length: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -93,7 +98,13 @@ fn score(a: ScoreArgs) -> anyhow::Result<()> {
             tokens: *tokens,
         })
         .collect();
-    let rewards = Builtin::all();
+    let ctx = RewardContext {
+        max_completion_length: match a.max_completion_length {
+            Some(n) => n,
+            None => TrainConfig::defaults()?.max_completion_length,
+        },
+    };
+    let rewards = Builtin::all(&ctx);
     let mut columns = Vec::new();
     for r in &rewards {
         columns.push((r.name().to_string(), r.score(&batch)?));

@@ -13,7 +13,7 @@ use super::train_cmd::DEFAULT_DB;
 use crate::data::{PromptTemplate, Sample};
 use crate::eval::EvalConfig;
 use crate::model::{default_dtype, Policy, SamplingParams};
-use crate::reward::{is_correct, RewardSet, RewardSpec, Scored};
+use crate::reward::{is_correct, RewardContext, RewardSet, RewardSpec, Scored};
 use crate::runs::evaluate::run_model;
 use crate::store::Store;
 use crate::train::TrainConfig;
@@ -92,6 +92,9 @@ pub fn run(a: SampleArgs) -> anyhow::Result<()> {
     let start = std::time::Instant::now();
     let completions = policy.sample_group(&ids, a.n, &params, &mut rng)?;
     let secs = start.elapsed().as_secs_f64();
+    let ctx = RewardContext {
+        max_completion_length: a.max_new_tokens,
+    };
     let scores = match &sample {
         Some(s) => {
             let batch: Vec<Scored> = completions
@@ -105,9 +108,9 @@ pub fn run(a: SampleArgs) -> anyhow::Result<()> {
             // Rewards a script defined are not known here; those specs are left out.
             let known: Vec<RewardSpec> = specs
                 .into_iter()
-                .filter(|sp| crate::reward::Builtin::from_name(&sp.name, &sp.params).is_ok())
+                .filter(|sp| crate::reward::Builtin::from_name(&sp.name, &sp.params, &ctx).is_ok())
                 .collect();
-            Some((RewardSet::from_specs(&known)?.score(&batch)?, batch))
+            Some((RewardSet::from_specs(&known, &ctx)?.score(&batch)?, batch))
         }
         None => None,
     };

@@ -25,7 +25,8 @@ pub struct RunArgs {
     /// Model directory to start from
     #[arg(long)]
     model: PathBuf,
-    /// Training data: .jsonl or ChartQA .json; default: the synthetic train split (seed 2025)
+    /// Training data: .jsonl or ChartQA .json; default: the synthetic split (seed 2025) of the
+    /// command: `train` for RL, the held-apart `warmup` for warm-start
     #[arg(long)]
     data: Option<PathBuf>,
     /// The run store; checkpoints and the final model go beside it, under RUNS_ROOT/NAME/
@@ -43,8 +44,15 @@ pub struct RunArgs {
 }
 
 impl RunArgs {
-    fn data(&self) -> DataSpec {
-        self.data.clone().map(DataSpec::File).unwrap_or_default()
+    /// The data file, or the synthetic `split` (seed 2025).
+    fn data(&self, split: Split) -> DataSpec {
+        match &self.data {
+            Some(path) => DataSpec::File(path.clone()),
+            None => DataSpec::Synthetic {
+                split,
+                seed: crate::runs::SYNTHETIC_SEED,
+            },
+        }
     }
 }
 
@@ -185,7 +193,7 @@ pub fn train(a: TrainArgs) -> anyhow::Result<()> {
     let request = TrainRequest {
         config: cfg,
         model: a.run.model.clone(),
-        data: a.run.data(),
+        data: a.run.data(Split::Train),
         custom_rewards: Default::default(),
         name: a.run.name.clone(),
         experiment: a.run.experiment.clone(),
@@ -213,7 +221,7 @@ pub fn warm(a: WarmStartArgs) -> anyhow::Result<()> {
     let request = WarmStartRequest {
         config: cfg,
         model: a.run.model.clone(),
-        data: a.run.data(),
+        data: a.run.data(Split::Warmup),
         name: a.run.name.clone(),
         experiment: a.run.experiment.clone(),
     };

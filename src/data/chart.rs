@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::qtype::AnswerKind;
+
 /// How a chart is drawn. The data is a table either way; the kind changes which questions are
 /// natural (trends on lines, shares on pies) and how `data render` draws it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -104,6 +106,10 @@ pub struct Sample {
     pub answer: String,
     /// The question type (`lookup`, `max_label`, ...); free text for loaded datasets.
     pub question_type: String,
+    /// How the answer is matched: `number` (within 5%) or `label` (exact after normalising
+    /// case and whitespace). Absent: ChartQA's relaxed accuracy, which tries both.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer_kind: Option<AnswerKind>,
     /// A short step-by-step trace ending in the answer; used to warm-start the policy.
     #[serde(default)]
     pub reasoning: String,

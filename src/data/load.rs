@@ -141,6 +141,7 @@ pub fn load_chartqa(path: &Path) -> Result<Vec<Sample>, DataError> {
             question: r.query.clone(),
             answer: r.label.clone(),
             question_type: "chartqa".to_string(),
+            answer_kind: None,
             reasoning: String::new(),
         });
     }

@@ -4,6 +4,8 @@
 mod chart;
 mod load;
 mod prompt;
+mod qtype;
+mod questions;
 mod render;
 mod synthetic;
 
@@ -14,8 +16,9 @@ use serde::{Deserialize, Serialize};
 pub use chart::{format_number, Chart, ChartKind, Sample, Series};
 pub use load::{load_chartqa, load_jsonl, write_jsonl};
 pub use prompt::{gold_completion, PromptTemplate};
+pub use qtype::{chance, chance_pass_at_k, AnswerKind, Family, QuestionType};
 pub use render::render_chart;
-pub use synthetic::{Generator, Split, QUESTION_TYPES};
+pub use synthetic::{partition, Generator, Split};
 
 /// Errors reading or checking data. Each names the file, and the line where there is one.
 #[derive(Debug, thiserror::Error)]
@@ -84,10 +87,11 @@ impl DataSource {
     }
 }
 
-/// Text to train the tokenizer on: prompts and gold completions of the synthetic train split.
+/// Text to train the tokenizer on: prompts and gold completions of the synthetic warm-up
+/// split (never the RL or test questions).
 pub fn tokenizer_corpus(n: usize, seed: u64) -> impl Iterator<Item = String> + Send {
     let template = PromptTemplate::default();
-    let gen = Generator::new(Split::Train, seed);
+    let gen = Generator::new(Split::Warmup, seed);
     (0..n).map(move |i| {
         let s = gen.sample(i);
         format!(

@@ -2,57 +2,83 @@
 //!
 //! Sample `i` of a split depends only on `(seed, split, i)`: its RNG is seeded from those three
 //! numbers alone, so a 100-sample set is a prefix of the 1K set, which is a prefix of the 34K
-//! set, and any sample can be regenerated on its own. The test split draws from a separate
-//! seed stream. Every gold answer and reasoning trace is computed from the chart's numbers.
+//! set, and any sample can be regenerated on its own.
+//!
+//! The three splits never share a (chart, question) pair, whatever their seeds: every pair
+//! belongs to exactly one split by a hash of its content, and a split redraws any pair that
+//! is not its own. So the warm start's data (`warmup`), the RL data (`train`) and the held-out
+//! questions (`test`) are disjoint by construction, not by luck. Every gold answer and
+//! reasoning trace is computed from the chart's numbers.
 
 use rand::seq::{IndexedRandom, SliceRandom};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::chart::{format_number, Chart, ChartKind, Sample, Series};
+use super::chart::{Chart, ChartKind, Sample, Series};
+use super::qtype::QuestionType;
+use super::questions::{ask, Qa};
 
 /// Which part of the synthetic distribution to draw from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Split {
+    /// The RL data: the nested 100 / 1K / 10K / 34K subsets.
     Train,
+    /// Held-out questions for evaluation.
     Test,
+    /// The supervised warm start's data, never used for RL or evaluation.
+    Warmup,
 }
 
 impl Split {
+    pub const ALL: [Split; 3] = [Split::Train, Split::Test, Split::Warmup];
+
     pub fn name(self) -> &'static str {
         match self {
             Split::Train => "train",
             Split::Test => "test",
+            Split::Warmup => "warmup",
         }
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "train" => Some(Split::Train),
-            "test" => Some(Split::Test),
-            _ => None,
+        Self::ALL.into_iter().find(|x| x.name() == s)
+    }
+
+    /// Mixed into the seed, so each split has its own random stream.
+    fn tag(self) -> u64 {
+        match self {
+            Split::Train => 0x7472_6169_6e00_0000,
+            Split::Test => 0x7465_7374_0000_0000,
+            Split::Warmup => 0x7761_726d_7570_0000,
+        }
+    }
+
+    /// The content class (see [`partition`]) whose pairs this split keeps.
+    fn class(self) -> u64 {
+        match self {
+            Split::Train => 0,
+            Split::Test => 1,
+            Split::Warmup => 2,
         }
     }
 }
 
-/// Every question type the generator asks.
-pub const QUESTION_TYPES: [&str; 13] = [
-    "lookup",
-    "max_label",
-    "min_label",
-    "max_value",
-    "min_value",
-    "difference",
-    "sum",
-    "average",
-    "ratio",
-    "share",
-    "count_above",
-    "trend",
-    "compare_series",
-];
+/// The split a (chart, question) pair belongs to, as a class `0..3`: FNV-1a over the chart's
+/// JSON and the question, so it depends on the content alone, never on a seed or index.
+pub fn partition(chart: &Chart, question: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let json = serde_json::to_vec(chart).unwrap_or_default();
+    for b in json.iter().chain([0u8].iter()).chain(question.as_bytes()) {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h % 3
+}
+
+/// How many charts a question type may try before the sample falls back to a lookup.
+const TRIES: usize = 1000;
 
 struct Domain {
     title: &'static str,
@@ -288,32 +314,47 @@ impl Generator {
 
     /// Sample `i`; depends on `(seed, split, i)` only.
     pub fn sample(&self, i: usize) -> Sample {
-        let split_tag = match self.split {
-            Split::Train => 0x7472_6169_6e00_0000u64,
-            Split::Test => 0x7465_7374_0000_0000u64,
-        };
-        let mut rng = ChaCha8Rng::seed_from_u64(mix(mix(self.seed ^ split_tag) ^ i as u64));
+        let mut rng = ChaCha8Rng::seed_from_u64(mix(mix(self.seed ^ self.split.tag()) ^ i as u64));
         // The question type is drawn first, so types are balanced. A type may not fit a chart
-        // (a trend needs a line, a ratio positive values): draw charts from the same stream
-        // until one fits, falling back to a lookup, which every chart supports.
-        let qtype = *QUESTION_TYPES.choose(&mut rng).unwrap_or(&"lookup");
-        let make = |chart: Chart, qtype: &str, (question, answer, reasoning): Qa| Sample {
+        // (a trend needs a line, a ratio positive values), and a pair may belong to another
+        // split: draw charts from the same stream until one fits, falling back to a lookup,
+        // which every chart supports, after `TRIES`.
+        let wanted = *QuestionType::ALL
+            .choose(&mut rng)
+            .unwrap_or(&QuestionType::Lookup);
+        let mut tries = 0;
+        loop {
+            let chart = draw_chart(&mut rng);
+            let t = if tries < TRIES {
+                wanted
+            } else {
+                QuestionType::Lookup
+            };
+            tries += 1;
+            if let Some(qa) = ask(&chart, t, &mut rng) {
+                if partition(&chart, &qa.0) == self.split.class() {
+                    return self.make(i, chart, t, qa);
+                }
+            }
+        }
+    }
+
+    fn make(
+        &self,
+        i: usize,
+        chart: Chart,
+        t: QuestionType,
+        (question, answer, reasoning): Qa,
+    ) -> Sample {
+        Sample {
             id: format!("{}-{}-{i}", self.split.name(), self.seed),
             chart,
             question,
             answer,
-            question_type: qtype.to_string(),
+            question_type: t.name().to_string(),
+            answer_kind: Some(t.answer_kind()),
             reasoning,
-        };
-        for _ in 0..255 {
-            let chart = draw_chart(&mut rng);
-            if let Some(qa) = ask(&chart, qtype, &mut rng) {
-                return make(chart, qtype, qa);
-            }
         }
-        let chart = draw_chart(&mut rng);
-        let qa = lookup(&chart, &mut rng);
-        make(chart, "lookup", qa)
     }
 
     /// Samples `0..n`.
@@ -413,283 +454,11 @@ fn capitalise(s: &str) -> String {
     }
 }
 
-/// The words a question uses for the measure of series `s`: "Acme revenue", "revenue".
-fn measure_of(chart: &Chart, s: usize) -> String {
-    let measure = chart.y_label.to_lowercase();
-    if chart.series.len() > 1 {
-        format!("{} {measure}", chart.series[s].name)
-    } else {
-        measure
-    }
-}
-
-fn plural_of(chart: &Chart) -> String {
+/// The plural noun for a label column (`Country` → "countries").
+pub(super) fn plural_of(x_label: &str) -> String {
     DOMAINS
         .iter()
-        .find(|d| d.x_label == chart.x_label)
+        .find(|d| d.x_label == x_label)
         .map(|d| d.x_plural.to_string())
-        .unwrap_or_else(|| format!("{}s", chart.x_label.to_lowercase()))
-}
-
-/// The index of the single largest (or smallest) value, `None` on a tie.
-fn unique_extreme(values: &[f64], largest: bool) -> Option<usize> {
-    let pick = |a: f64, b: f64| if largest { a > b } else { a < b };
-    let best = (0..values.len()).reduce(|b, i| if pick(values[i], values[b]) { i } else { b })?;
-    let ties = values.iter().filter(|&&v| v == values[best]).count();
-    (ties == 1).then_some(best)
-}
-
-type Qa = (String, String, String);
-
-/// "What is the X of L?": fits every chart.
-fn lookup(chart: &Chart, rng: &mut ChaCha8Rng) -> Qa {
-    let s = rng.random_range(0..chart.series.len());
-    let i = rng.random_range(0..chart.labels.len());
-    let v = format_number(chart.series[s].values[i]);
-    let label = &chart.labels[i];
-    (
-        format!("What is the {} of {label}?", measure_of(chart, s)),
-        v.clone(),
-        format!("Step 1: The row for {label} shows {v}."),
-    )
-}
-
-/// Builds a question of `qtype` about `chart`: (question, answer, reasoning), or `None` when
-/// the type does not fit this chart.
-fn ask(chart: &Chart, qtype: &str, rng: &mut ChaCha8Rng) -> Option<Qa> {
-    let s = rng.random_range(0..chart.series.len());
-    let vals = &chart.series[s].values;
-    let labels = &chart.labels;
-    let m = measure_of(chart, s);
-    let x = chart.x_label.to_lowercase();
-    let n = labels.len();
-    let f = format_number;
-    let listing = || {
-        labels
-            .iter()
-            .zip(vals)
-            .map(|(l, v)| format!("{l} {}", f(*v)))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let two = |rng: &mut ChaCha8Rng| {
-        let mut idx: Vec<usize> = (0..n).collect();
-        idx.shuffle(rng);
-        (idx[0], idx[1])
-    };
-    match qtype {
-        "lookup" => Some(lookup(chart, rng)),
-        "max_label" | "min_label" => {
-            let largest = qtype == "max_label";
-            let i = unique_extreme(vals, largest)?;
-            let word = if largest { "highest" } else { "lowest" };
-            Some((
-                format!("Which {x} has the {word} {m}?"),
-                labels[i].clone(),
-                format!(
-                    "Step 1: The values are {}.\nStep 2: The {word} is {} ({}).",
-                    listing(),
-                    f(vals[i]),
-                    labels[i]
-                ),
-            ))
-        }
-        "max_value" | "min_value" => {
-            let largest = qtype == "max_value";
-            let i = unique_extreme(vals, largest)?;
-            let word = if largest { "highest" } else { "lowest" };
-            Some((
-                format!("What is the {word} {m} in the chart?"),
-                f(vals[i]),
-                format!(
-                    "Step 1: The values are {}.\nStep 2: The {word} is {}.",
-                    listing(),
-                    f(vals[i])
-                ),
-            ))
-        }
-        "difference" => {
-            let (i, j) = two(rng);
-            let (a, b) = (vals[i], vals[j]);
-            let (hi_i, lo_i) = if a >= b { (i, j) } else { (j, i) };
-            let d = (a - b).abs();
-            Some((
-                format!(
-                    "What is the difference in {m} between {} and {}?",
-                    labels[i], labels[j]
-                ),
-                f(d),
-                format!(
-                    "Step 1: {} is {} and {} is {}.\nStep 2: {} - {} = {}.",
-                    labels[i],
-                    f(a),
-                    labels[j],
-                    f(b),
-                    f(vals[hi_i]),
-                    f(vals[lo_i]),
-                    f(d)
-                ),
-            ))
-        }
-        "sum" | "average" => {
-            let total: f64 = vals.iter().sum();
-            let terms = vals.iter().map(|v| f(*v)).collect::<Vec<_>>().join(" + ");
-            let plural = plural_of(chart);
-            if qtype == "sum" {
-                Some((
-                    format!("What is the total {m} of all {plural}?"),
-                    f(total),
-                    format!("Step 1: {terms} = {}.", f(total)),
-                ))
-            } else {
-                let avg = total / n as f64;
-                Some((
-                    format!("What is the average {m} across the {plural}?"),
-                    f(avg),
-                    format!(
-                        "Step 1: {terms} = {}.\nStep 2: {} / {n} = {}.",
-                        f(total),
-                        f(total),
-                        f(avg)
-                    ),
-                ))
-            }
-        }
-        "ratio" => {
-            let (i, j) = two(rng);
-            let (a, b) = (vals[i], vals[j]);
-            if a <= 0.0 || b <= 0.0 {
-                return None;
-            }
-            let r = a / b;
-            Some((
-                format!(
-                    "What is the ratio of the {m} of {} to that of {}?",
-                    labels[i], labels[j]
-                ),
-                f(r),
-                format!(
-                    "Step 1: {} is {} and {} is {}.\nStep 2: {} / {} = {}.",
-                    labels[i],
-                    f(a),
-                    labels[j],
-                    f(b),
-                    f(a),
-                    f(b),
-                    f(r)
-                ),
-            ))
-        }
-        "share" => {
-            if vals.iter().any(|v| *v <= 0.0) || chart.kind == ChartKind::Pie {
-                return None;
-            }
-            let i = rng.random_range(0..n);
-            let total: f64 = vals.iter().sum();
-            let p = vals[i] / total * 100.0;
-            let terms = vals.iter().map(|v| f(*v)).collect::<Vec<_>>().join(" + ");
-            Some((
-                format!(
-                    "What percentage of the total {m} does {} account for?",
-                    labels[i]
-                ),
-                f(p),
-                format!(
-                    "Step 1: {terms} = {}.\nStep 2: {} / {} * 100 = {}.",
-                    f(total),
-                    f(vals[i]),
-                    f(total),
-                    f(p)
-                ),
-            ))
-        }
-        "count_above" => {
-            let lo = vals.iter().copied().fold(f64::INFINITY, f64::min);
-            let hi = vals.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-            let t = round_to(rng.random_range(lo..=hi), 0);
-            if vals.iter().any(|v| (*v - t).abs() < 1e-9) {
-                return None;
-            }
-            let above: Vec<String> = labels
-                .iter()
-                .zip(vals)
-                .filter(|(_, v)| **v > t)
-                .map(|(l, v)| format!("{l} {}", f(*v)))
-                .collect();
-            let listed = if above.is_empty() {
-                "none".to_string()
-            } else {
-                above.join(", ")
-            };
-            Some((
-                format!("How many {} have a {m} above {}?", plural_of(chart), f(t)),
-                above.len().to_string(),
-                format!(
-                    "Step 1: Above {}: {listed}.\nStep 2: That is {}.",
-                    f(t),
-                    above.len()
-                ),
-            ))
-        }
-        "trend" => {
-            if chart.kind != ChartKind::Line || vals[0] == vals[n - 1] {
-                return None;
-            }
-            let up = vals[n - 1] > vals[0];
-            let word = if up { "increase" } else { "decrease" };
-            let cmp = if up { ">" } else { "<" };
-            Some((
-                format!(
-                    "Did the {m} increase or decrease from {} to {}?",
-                    labels[0],
-                    labels[n - 1]
-                ),
-                word.to_string(),
-                format!(
-                    "Step 1: {} is {} and {} is {}.\nStep 2: {} {cmp} {}, so it is a {word}.",
-                    labels[0],
-                    f(vals[0]),
-                    labels[n - 1],
-                    f(vals[n - 1]),
-                    f(vals[n - 1]),
-                    f(vals[0])
-                ),
-            ))
-        }
-        "compare_series" => {
-            if chart.series.len() < 2 {
-                return None;
-            }
-            let mut idx: Vec<usize> = (0..chart.series.len()).collect();
-            idx.shuffle(rng);
-            let (sa, sb) = (&chart.series[idx[0]], &chart.series[idx[1]]);
-            let i = rng.random_range(0..n);
-            let (a, b) = (sa.values[i], sb.values[i]);
-            if a == b {
-                return None;
-            }
-            let winner = if a > b { &sa.name } else { &sb.name };
-            let cmp = if a > b { ">" } else { "<" };
-            Some((
-                format!(
-                    "In {}, which has the higher {}: {} or {}?",
-                    labels[i],
-                    chart.y_label.to_lowercase(),
-                    sa.name,
-                    sb.name
-                ),
-                winner.clone(),
-                format!(
-                    "Step 1: {} is {} and {} is {}.\nStep 2: {} {cmp} {}, so {winner}.",
-                    sa.name,
-                    f(a),
-                    sb.name,
-                    f(b),
-                    f(a),
-                    f(b)
-                ),
-            ))
-        }
-        _ => None,
-    }
+        .unwrap_or_else(|| format!("{}s", x_label.to_lowercase()))
 }

@@ -9,7 +9,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::passk::{mean_pass_at_k, PassKError};
-use crate::data::{PromptTemplate, Sample};
+use crate::data::{chance, PromptTemplate, Sample};
 use crate::model::{ModelError, Policy, SamplingParams};
 use crate::reward::{is_correct, Builtin, Reward, Scored};
 use crate::train::derive_seed;
@@ -104,6 +104,11 @@ pub struct QuestionResult {
     pub truncated: usize,
     /// Completion tokens over the `n` completions.
     pub tokens: usize,
+    /// The question's type (`sum`, `trend`, ...; `chartqa` for a ChartQA file).
+    pub question_type: String,
+    /// The chance that one uniform guess is right (see `data::chance`); `None` for a type
+    /// the generator does not ask.
+    pub chance: Option<f64>,
 }
 
 /// Samples and scores the questions `samples` (at positions `first_index..`) under `cfg`.
@@ -142,6 +147,8 @@ pub fn evaluate_chunk(
             formatted: format.iter().filter(|f| **f >= 1.0).count(),
             truncated: group.iter().filter(|c| !c.finished).count(),
             tokens: group.iter().map(|c| c.tokens.len()).sum(),
+            question_type: sample.question_type.clone(),
+            chance: chance(sample),
         });
     }
     Ok(out)
@@ -225,6 +232,8 @@ mod tests {
             formatted: n,
             truncated: 0,
             tokens: 10 * n,
+            question_type: "sum".into(),
+            chance: Some(0.0),
         }
     }
 

@@ -150,6 +150,17 @@ pub fn warnings(d: &RunData) -> Vec<Warning> {
             message: format!("PSR had no positive (correct) samples at {k} of {n} steps (first at step {first}); those steps had nothing to reinforce and were skipped"),
             fix: "lower reward_threshold, check the reward functions (chartrl sample --run RUN), or warm-start the model longer",
         })),
+        "grpo" => {
+            let skipped: Vec<(usize, f64)> = steps("skipped")
+                .iter()
+                .map(|&(s, v)| (s, 1.0 - v))
+                .collect();
+            out.extend(zero_steps(&skipped).map(|(k, n, first)| Warning {
+                kind: "no_reward_variance",
+                message: format!("GRPO found every prompt's completions rewarded alike at {k} of {n} steps (first at step {first}); every advantage was 0 and those steps were skipped"),
+                fix: "raise num_generations or batch_size, or warm-start the model longer so some completions differ",
+            }));
+        }
         _ => {}
     }
     out.extend(gradient_spikes(steps("grad_norm")));

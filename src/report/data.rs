@@ -3,11 +3,12 @@
 
 use std::collections::BTreeMap;
 
-use crate::eval::StoredEval;
+use crate::eval::{QuestionResult, StoredEval};
+use crate::reward::RewardSpec;
 use crate::store::{Kind, Run, SampleRow, Store, StoreError};
 
 /// The metrics a report uses; a run lacking one simply has no such curve.
-pub const SERIES: [&str; 10] = [
+pub const SERIES: [&str; 13] = [
     "loss",
     "learning_rate",
     "grad_norm",
@@ -18,6 +19,9 @@ pub const SERIES: [&str; 10] = [
     "incorrect",
     "clipped_ratio",
     "step_time",
+    "skipped",
+    "kept",
+    "informative",
 ];
 
 /// A run with the numbers a report needs.
@@ -34,6 +38,10 @@ pub struct RunData {
     pub series: BTreeMap<&'static str, Vec<(usize, f64)>>,
     /// Complete evaluations, by step then name.
     pub evals: Vec<(usize, String, StoredEval)>,
+    /// Each evaluation's per-question results at its latest step, by name.
+    pub questions: BTreeMap<String, Vec<QuestionResult>>,
+    /// What the run trained on: `accuracy`, or `accuracy + 0.5 format` (RL runs).
+    pub rewards: Option<String>,
     /// Kept completions of the last window of steps (see [`super::window`]).
     pub samples: Vec<SampleRow>,
 }
@@ -47,11 +55,15 @@ impl RunData {
                 series.insert(key, s);
             }
         }
-        let evals = store
+        let evals: Vec<(usize, String, StoredEval)> = store
             .evaluations(run.id)?
             .into_iter()
             .filter_map(|e| StoredEval::from_json(&e.metrics).map(|s| (e.step, e.name, s)))
             .collect();
+        let mut questions = BTreeMap::new();
+        for (step, name, _) in &evals {
+            questions.insert(name.clone(), store.eval_questions(run.id, *step, name)?);
+        }
         let options = &run.config["options"];
         let size = options["subset_size"]
             .as_u64()
@@ -68,6 +80,8 @@ impl RunData {
             label: run.name.clone(),
             series,
             evals,
+            questions,
+            rewards: reward_description(&options["rewards"]),
             samples: store.samples(run.id, run.step.saturating_sub(super::window(run.step)))?,
             run: run.clone(),
         })
@@ -86,7 +100,26 @@ impl RunData {
 
     /// Seconds spent in training steps (restarts and waiting excluded).
     pub fn seconds(&self) -> f64 {
-        self.values("step_time").iter().sum()
+        self.values("step_time").iter().fold(0.0, |a, b| a + b)
+    }
+
+    /// Steps whose update was applied (not skipped) and steps that recorded whether, when the
+    /// run recorded it.
+    pub fn updates(&self) -> Option<(usize, usize)> {
+        let s = self.series.get("skipped")?;
+        Some((s.iter().filter(|(_, v)| *v == 0.0).count(), s.len()))
+    }
+
+    /// Samples that entered the loss, over all steps.
+    pub fn kept_total(&self) -> Option<f64> {
+        self.series
+            .get("kept")
+            .map(|s| s.iter().map(|(_, v)| v).sum())
+    }
+
+    /// The per-question results of the evaluation `name`.
+    pub fn questions(&self, name: &str) -> Option<&[QuestionResult]> {
+        self.questions.get(name).map(Vec::as_slice)
     }
 
     /// The evaluation called `name` at the run's latest evaluated step.
@@ -97,6 +130,29 @@ impl RunData {
             .find(|(_, n, _)| n == name)
             .map(|(_, _, e)| e)
     }
+}
+
+/// A run's rewards as people write them: `accuracy`, `accuracy + 0.5 format`,
+/// `accuracy + overlong{"cache":16}`; `None` when the run has none (a warm start).
+pub fn reward_description(rewards: &serde_json::Value) -> Option<String> {
+    let specs: Vec<RewardSpec> = serde_json::from_value(rewards.clone()).ok()?;
+    let terms: Vec<String> = specs
+        .iter()
+        .map(|s| {
+            let weight = if s.weight == 1.0 {
+                String::new()
+            } else {
+                format!("{} ", s.weight)
+            };
+            let params = if s.params.is_null() {
+                String::new()
+            } else {
+                s.params.to_string()
+            };
+            format!("{weight}{}{params}", s.name)
+        })
+        .collect();
+    (!terms.is_empty()).then(|| terms.join(" + "))
 }
 
 /// Gives each run a short label: `NSR n=100`, with the seed when runs share mode and size,

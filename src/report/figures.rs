@@ -7,6 +7,7 @@ use super::data::{display_mode, mode_rank, RunData};
 use super::plots::{
     curves_png, message_png, mode_color, panels_png, pass_at_k_png, Curve, Panel, PassCurve,
 };
+use super::questions::{chance_of, summary_where, Set};
 use super::ReportError;
 use crate::eval::{EvalSummary, StoredEval};
 use crate::train::observe::mean_std;
@@ -16,6 +17,7 @@ pub fn draw_all(
     out: &Path,
     data: &[RunData],
     eval: Option<&(String, StoredEval)>,
+    headline: Set,
 ) -> Result<Vec<(String, String)>, ReportError> {
     let rl: Vec<&RunData> = data.iter().filter(|d| d.is_rl()).collect();
     // Step curves compare the RL runs; a selection without any shows its warm starts.
@@ -134,13 +136,21 @@ pub fn draw_all(
     let path = out.join("pass_at_k.png");
     match eval {
         Some((name, e)) => {
-            let panels = pass_panels(data, name, &|d: &RunData| mode_color(&d.mode, 0, 1));
-            let x = format!("k (log2 scale; n = {} samples per question)", e.summary.n);
-            pass_at_k_png(&path, &panels, &x)?;
-            figs.push(("pass_at_k.png".into(), format!(
-                "pass@k against k, one line per mode (mean over seeds, bars: ± std), one panel per training-set size; unbiased estimator (Chen et al. 2021) over {} questions, n = {}.",
-                e.summary.questions, e.summary.n
-            )));
+            figs.push(pass_figure(out, data, name, e, headline, "pass_at_k.png")?);
+            let guessable = data
+                .iter()
+                .filter_map(|d| d.questions(name))
+                .any(|qs| qs.iter().any(|q| Set::Guessable.contains(q)));
+            if headline == Set::Open && guessable {
+                figs.push(pass_figure(
+                    out,
+                    data,
+                    name,
+                    e,
+                    Set::Guessable,
+                    "pass_at_k_guessable.png",
+                )?);
+            }
         }
         None => {
             message_png(
@@ -157,18 +167,78 @@ pub fn draw_all(
     Ok(figs)
 }
 
+/// The pass@k figure of the questions of `set`, with a guesser's curve where the chance
+/// levels are known; returns `(file, caption)`.
+fn pass_figure(
+    out: &Path,
+    data: &[RunData],
+    name: &str,
+    e: &StoredEval,
+    set: Set,
+    file: &str,
+) -> Result<(String, String), ReportError> {
+    let mut panels = pass_panels(data, name, set, &|d: &RunData| mode_color(&d.mode, 0, 1));
+    let chance = chance_curve(data, name, set, e.summary.n);
+    let questions = data
+        .iter()
+        .find_map(|d| d.questions(name))
+        .map_or(0, |qs| qs.iter().filter(|q| set.contains(q)).count());
+    if let Some(c) = &chance {
+        for (_, curves) in &mut panels {
+            curves.push(c.clone());
+        }
+    }
+    let x = format!("k (log2 scale; n = {} samples per question)", e.summary.n);
+    pass_at_k_png(&out.join(file), &panels, &x)?;
+    let guesser = if chance.is_some() {
+        " Grey: a guesser that picks uniformly among the answers each question allows."
+    } else {
+        ""
+    };
+    Ok((
+        file.to_string(),
+        format!(
+            "pass@k against k on the {} ({questions} of {} questions), one line per mode (mean over seeds, bars: ± std), one panel per training-set size; unbiased estimator (Chen et al. 2021), n = {}.{guesser}",
+            set.label(),
+            e.summary.questions,
+            e.summary.n
+        ),
+    ))
+}
+
+/// A guesser's pass@k on the questions of `set`, when every chance level is known.
+fn chance_curve(data: &[RunData], name: &str, set: Set, n: usize) -> Option<PassCurve> {
+    let qs: Vec<&crate::eval::QuestionResult> = data
+        .iter()
+        .find_map(|d| d.questions(name))?
+        .iter()
+        .filter(|q| set.contains(q))
+        .collect();
+    let points = EvalSummary::default_ks(n)
+        .into_iter()
+        .map(|k| chance_of(&qs, k).map(|(_, p)| (k, p, 0.0)))
+        .collect::<Option<Vec<_>>>()?;
+    Some(PassCurve {
+        label: "chance".into(),
+        color: plotters::style::RGBColor(150, 150, 150),
+        points,
+    })
+}
+
 /// Runs of one training-set size by (mode rank, mode).
 type ModeRuns<'a> = BTreeMap<(usize, String), Vec<&'a RunData>>;
 
 /// Per training-set size, one curve per mode (mean and std over seeds) plus the models the
-/// RL runs started from.
+/// RL runs started from, on the questions of `set`.
 fn pass_panels(
     data: &[RunData],
     name: &str,
+    set: Set,
     color: &dyn Fn(&RunData) -> plotters::style::RGBColor,
 ) -> Vec<(String, Vec<PassCurve>)> {
+    let on = |d: &RunData| summary_where(d.questions(name)?, |q| set.contains(q));
     let mut by_size: BTreeMap<Option<usize>, ModeRuns> = BTreeMap::new();
-    for d in data.iter().filter(|d| d.is_rl() && d.eval(name).is_some()) {
+    for d in data.iter().filter(|d| d.is_rl() && on(d).is_some()) {
         by_size
             .entry(d.size)
             .or_default()
@@ -180,13 +250,13 @@ fn pass_panels(
         .iter()
         .filter(|d| !d.is_rl())
         .filter_map(|d| {
-            let e = d.eval(name)?;
+            let e = on(d)?;
             Some(PassCurve {
                 label: format!("{} (before RL)", d.label),
                 color: super::plots::mode_color("warm-start", 0, 1),
-                points: EvalSummary::default_ks(e.summary.pass_at_k.len())
+                points: EvalSummary::default_ks(e.pass_at_k.len())
                     .into_iter()
-                    .map(|k| (k, e.summary.pass_at_k[k - 1], 0.0))
+                    .map(|k| (k, e.pass_at_k[k - 1], 0.0))
                     .collect(),
             })
         })
@@ -197,18 +267,12 @@ fn pass_panels(
             let mut curves: Vec<PassCurve> = modes
                 .into_values()
                 .map(|runs| {
-                    let evals: Vec<&StoredEval> =
-                        runs.iter().filter_map(|d| d.eval(name)).collect();
-                    let n = evals
-                        .iter()
-                        .map(|e| e.summary.pass_at_k.len())
-                        .min()
-                        .unwrap_or(0);
+                    let evals: Vec<EvalSummary> = runs.iter().filter_map(|d| on(d)).collect();
+                    let n = evals.iter().map(|e| e.pass_at_k.len()).min().unwrap_or(0);
                     let points = EvalSummary::default_ks(n)
                         .into_iter()
                         .map(|k| {
-                            let at_k: Vec<f64> =
-                                evals.iter().map(|e| e.summary.pass_at_k[k - 1]).collect();
+                            let at_k: Vec<f64> = evals.iter().map(|e| e.pass_at_k[k - 1]).collect();
                             let (m, s) = mean_std(&at_k);
                             (k, m, s)
                         })

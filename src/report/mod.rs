@@ -6,10 +6,13 @@
 //! `report.html`.
 
 mod analysis;
+mod compare;
 mod data;
 mod doc;
 mod figures;
+mod intervals;
 mod plots;
+mod questions;
 mod summary;
 mod table;
 
@@ -17,6 +20,8 @@ pub use analysis::{
     smooth, summarise, warnings, window, Convergence, Summary, Warning, CONVERGED_BELOW,
 };
 pub use data::RunData;
+pub use intervals::{paired_difference, paired_difference_with, Interval};
+pub use questions::Set;
 pub use summary::{duration, summary_text, verdict};
 
 use std::path::{Path, PathBuf};
@@ -130,7 +135,10 @@ pub fn build(
         Some(e) => Some(e),
         None => primary_eval(&data.iter().collect::<Vec<_>>()),
     };
-    let figs = figures::draw_all(out, &data, eval.as_ref())?;
+    let headline = eval
+        .as_ref()
+        .map_or(Set::All, |(name, _)| headline_set(&data, name));
+    let figs = figures::draw_all(out, &data, eval.as_ref(), headline)?;
     files.extend(figs.iter().map(|(f, _)| out.join(f)));
 
     let mut blocks = vec![
@@ -143,8 +151,13 @@ pub fn build(
             env!("CARGO_PKG_VERSION")
         )),
     ];
-    blocks.extend(comparison_blocks(&rl, eval.as_ref()));
-    blocks.extend(baseline_blocks(&data, eval.as_ref()));
+    let baselines: Vec<&RunData> = data.iter().filter(|d| !d.is_rl()).collect();
+    blocks.extend(comparison_blocks(&rl, eval.as_ref(), headline));
+    blocks.extend(baseline_blocks(&data, eval.as_ref(), headline));
+    if let Some((name, e)) = &eval {
+        blocks.extend(compare::interval_blocks(&rl, &baselines, name, e, headline));
+        blocks.extend(compare::type_blocks(&rl, &baselines, name, e));
+    }
     blocks.push(Block::Heading(2, "Figures".into()));
     for (file, caption) in &figs {
         blocks.push(Block::Para(caption.clone()));
@@ -221,9 +234,17 @@ fn eval_note(e: &crate::eval::StoredEval) -> String {
     )
 }
 
+/// The questions the headline reports for the evaluation `name`: see [`questions::headline`].
+fn headline_set(data: &[RunData], name: &str) -> Set {
+    data.iter()
+        .find_map(|d| d.questions(name))
+        .map_or(Set::All, questions::headline)
+}
+
 fn comparison_blocks(
     rl: &[&RunData],
     eval: Option<&(String, crate::eval::StoredEval)>,
+    headline: Set,
 ) -> Vec<Block> {
     let mut b = vec![Block::Heading(
         2,
@@ -236,36 +257,58 @@ fn comparison_blocks(
     let n = eval.map(|(_, e)| e.summary.n);
     b.push(Block::Para(match eval {
         Some((_, e)) => format!(
-            "Accuracy and pass@k on {}. Final reward: mean reward over each run's last {}% of steps (at least {}). Where a mode and size ran with several seeds, cells are mean ± std over seeds.",
+            "Accuracy (= pass@1) and pass@n on {}: the headline columns are the {}, the numbers computed from the chart that guessing cannot reach; the guessable types are beside them, never mixed in. Updates: steps whose update was applied (not skipped for lack of a sample to learn from) of the steps run; kept: samples that entered the loss. Final reward: mean reward over each run's last {}% of steps (at least {}). Runs with different rewards are separate rows. Where a mode and size ran with several seeds, cells are mean ± std over seeds.",
             eval_note(e),
+            headline.label(),
             (analysis::WINDOW_FRACTION * 100.0) as u32,
             analysis::WINDOW_MIN
         ),
         None => "No sampled evaluation is stored for these runs (`chartrl eval --run RUN` adds one); accuracy and pass@k are empty.".into(),
     }));
     let nn = n.map_or("-".into(), |n| n.to_string());
+    let head = match headline {
+        Set::Open => "open-answer",
+        _ => "all questions",
+    };
     let header = vec![
         "mode".into(),
         "train size".into(),
         "seeds".into(),
+        "rewards".into(),
+        "updates".into(),
+        "kept".into(),
         "final reward".into(),
-        format!("accuracy % (n={nn})"),
-        format!("pass@1 % (n={nn})"),
-        format!("pass@{nn} % (n={nn})"),
+        format!("{head} accuracy %"),
+        format!("{head} pass@{nn} %"),
+        "guessable accuracy %".into(),
+        format!("guessable pass@{nn} %"),
         "time".into(),
     ];
-    let rows = comparison(rl, eval.map(|(name, _)| name.as_str()))
+    let rows = comparison(rl, eval.map(|(name, _)| name.as_str()), headline)
         .iter()
         .map(|r| {
             let (mode, size) = row_label(r);
+            let updates = if r.updates.is_empty() {
+                "-".into()
+            } else {
+                r.updates
+                    .iter()
+                    .map(|(applied, steps)| format!("{applied}/{steps}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
             vec![
                 mode,
                 size,
                 r.runs.len().to_string(),
+                r.rewards.clone().unwrap_or_else(|| "-".into()),
+                updates,
+                Cell::show(r.kept, 1.0, 0),
                 Cell::show(r.final_reward, 1.0, 3),
                 Cell::show(r.accuracy, 100.0, 1),
-                Cell::show(r.pass1, 100.0, 1),
                 Cell::show(r.pass_max, 100.0, 1),
+                Cell::show(r.guess_accuracy, 100.0, 1),
+                Cell::show(r.guess_pass_max, 100.0, 1),
                 r.seconds.map_or("-".into(), |c| duration(c.mean)),
             ]
         })
@@ -277,27 +320,27 @@ fn comparison_blocks(
 fn baseline_blocks(
     data: &[RunData],
     eval: Option<&(String, crate::eval::StoredEval)>,
+    headline: Set,
 ) -> Vec<Block> {
     let Some((name, e)) = eval else {
         return Vec::new();
     };
+    let pct = |v: Option<f64>| v.map_or("-".into(), |v| format!("{:.1}", 100.0 * v));
     let rows: Vec<Vec<String>> = data
         .iter()
         .filter(|d| !d.is_rl())
         .filter_map(|d| {
-            let s = &d.eval(name)?.summary;
+            let qs = d.questions(name)?;
+            let on = |set: Set| questions::summary_where(qs, |q| set.contains(q));
+            let (h, g) = (on(headline), on(Set::Guessable));
+            let last = |s: &crate::eval::EvalSummary| s.pass_at_k.last().copied();
             Some(vec![
                 format!("{} ({})", d.label, d.run.name),
-                format!("{:.1}", 100.0 * s.accuracy),
-                format!(
-                    "{:.1}",
-                    100.0 * s.pass_at_k.first().copied().unwrap_or(f64::NAN)
-                ),
-                format!(
-                    "{:.1}",
-                    100.0 * s.pass_at_k.last().copied().unwrap_or(f64::NAN)
-                ),
-                format!("{:.1}", 100.0 * s.format_rate),
+                pct(h.as_ref().map(|s| s.accuracy)),
+                pct(h.as_ref().and_then(last)),
+                pct(g.as_ref().map(|s| s.accuracy)),
+                pct(g.as_ref().and_then(last)),
+                pct(d.eval(name).map(|e| e.summary.format_rate)),
             ])
         })
         .collect();
@@ -305,15 +348,20 @@ fn baseline_blocks(
         return Vec::new();
     }
     let n = e.summary.n;
+    let head = match headline {
+        Set::Open => "open-answer",
+        _ => "all questions",
+    };
     vec![
         Block::Heading(2, "Baselines (models before RL)".into()),
         Block::Para(format!("Same evaluation: {}.", eval_note(e))),
         Block::Table {
             header: vec![
                 "model".into(),
-                format!("accuracy % (n={n})"),
-                format!("pass@1 % (n={n})"),
-                format!("pass@{n} % (n={n})"),
+                format!("{head} accuracy %"),
+                format!("{head} pass@{n} %"),
+                "guessable accuracy %".into(),
+                format!("guessable pass@{n} %"),
                 "format %".into(),
             ],
             rows,

@@ -45,6 +45,17 @@ pub fn summary_text(d: &RunData, s: &Summary, warnings: &[Warning]) -> String {
         d.seed.map_or("-".into(), |s| s.to_string())
     );
     let _ = writeln!(t, "  Total steps: {} of {}", s.steps, r.total_steps);
+    if let Some(rewards) = &d.rewards {
+        let _ = writeln!(t, "  Rewards: {rewards}");
+    }
+    if let Some((applied, steps)) = d.updates() {
+        let _ = writeln!(
+            t,
+            "  Updates: {applied} of {steps} steps applied ({} skipped with nothing to learn from) | kept samples: {}",
+            steps - applied,
+            d.kept_total().map_or("-".into(), |k| format!("{k:.0}"))
+        );
+    }
     let _ = writeln!(t, "  Final loss: {}", num(s.final_loss, 4));
     match s.loss_reduction_pct() {
         Some(p) => {

@@ -1,10 +1,12 @@
-//! The comparison table: one row per (mode, training-set size), each number the mean ± std
-//! over the seeds that ran it.
+//! The comparison table: one row per (training-set size, mode, reward specification), each
+//! number the mean ± std over the seeds that ran it. Runs trained on different rewards never
+//! share a row: that would compare objectives, not modes.
 
 use std::collections::BTreeMap;
 
 use super::analysis::window;
 use super::data::{display_mode, mode_rank, RunData};
+use super::questions::{summary_where, Set};
 use crate::eval::StoredEval;
 use crate::train::observe::mean_std;
 
@@ -38,56 +40,123 @@ impl Cell {
     }
 }
 
+/// The seeds of one (size, mode, rewards) cell.
+#[derive(Debug, Clone)]
+pub struct Group<'a> {
+    pub mode: String,
+    pub size: Option<usize>,
+    pub rewards: Option<String>,
+    pub runs: Vec<&'a RunData>,
+}
+
+impl Group<'_> {
+    /// `2025` or `2025, 2026`.
+    pub fn seeds(&self) -> String {
+        self.runs
+            .iter()
+            .map(|d| d.seed.map_or("-".into(), |s| s.to_string()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// The RL runs grouped by (size, mode, rewards), in table order.
+pub fn groups<'a>(runs: &[&'a RunData]) -> Vec<Group<'a>> {
+    type Key = (Option<usize>, usize, String, Option<String>);
+    let mut by: BTreeMap<Key, Vec<&RunData>> = BTreeMap::new();
+    for d in runs {
+        let key = (
+            d.size,
+            mode_rank(&d.mode),
+            d.mode.clone(),
+            d.rewards.clone(),
+        );
+        by.entry(key).or_default().push(d);
+    }
+    by.into_iter()
+        .map(|((size, _, mode, rewards), runs)| Group {
+            mode,
+            size,
+            rewards,
+            runs,
+        })
+        .collect()
+}
+
+/// One row of the comparison table.
 #[derive(Debug, Clone)]
 pub struct Row {
     pub mode: String,
     pub size: Option<usize>,
+    pub rewards: Option<String>,
     pub runs: Vec<String>,
     /// Mean reward over each run's last window of steps.
     pub final_reward: Option<Cell>,
+    /// Per seed, the steps whose update was applied and the steps that recorded whether.
+    pub updates: Vec<(usize, usize)>,
+    /// Samples that entered the loss, over the run.
+    pub kept: Option<Cell>,
+    /// Accuracy (= pass@1) and pass@n on the headline questions...
     pub accuracy: Option<Cell>,
-    pub pass1: Option<Cell>,
     pub pass_max: Option<Cell>,
+    /// ...and on the guessable ones.
+    pub guess_accuracy: Option<Cell>,
+    pub guess_pass_max: Option<Cell>,
     pub seconds: Option<Cell>,
 }
 
-/// The table over `runs` (RL runs), with the evaluation `eval` (its name) for the accuracy
-/// and pass@k columns.
-pub fn comparison(runs: &[&RunData], eval: Option<&str>) -> Vec<Row> {
-    let mut groups: BTreeMap<(usize, String, usize), Vec<&RunData>> = BTreeMap::new();
-    for d in runs {
-        let key = (mode_rank(&d.mode), d.mode.clone(), d.size.unwrap_or(0));
-        groups.entry(key).or_default().push(d);
-    }
-    let mut rows: Vec<Row> = groups
-        .into_values()
-        .map(|ds| {
-            let evals: Vec<&StoredEval> = ds.iter().filter_map(|d| d.eval(eval?)).collect();
-            let pick = |f: &dyn Fn(&StoredEval) -> Option<f64>| {
-                Cell::of(&evals.iter().filter_map(|e| f(e)).collect::<Vec<_>>())
+/// The table over the RL runs, with the evaluation `eval` (its name) for the accuracy and
+/// pass@k columns, computed on the `headline` questions and on the guessable ones.
+pub fn comparison(runs: &[&RunData], eval: Option<&str>, headline: Set) -> Vec<Row> {
+    groups(runs)
+        .into_iter()
+        .map(|g| {
+            let on = |set: Set, f: &dyn Fn(&crate::eval::EvalSummary) -> f64| {
+                let values: Vec<f64> = g
+                    .runs
+                    .iter()
+                    .filter_map(|d| d.questions(eval?))
+                    .filter_map(|qs| summary_where(qs, |q| set.contains(q)))
+                    .map(|s| f(&s))
+                    .collect();
+                Cell::of(&values)
             };
-            let rewards: Vec<f64> = ds
-                .iter()
-                .filter_map(|d| {
-                    let r = d.values("reward");
-                    let w = window(r.len()).min(r.len());
-                    (w > 0).then(|| mean_std(&r[r.len() - w..]).0)
-                })
-                .collect();
+            let last =
+                |s: &crate::eval::EvalSummary| s.pass_at_k.last().copied().unwrap_or(f64::NAN);
+            let updates: Vec<(usize, usize)> = g.runs.iter().filter_map(|d| d.updates()).collect();
             Row {
-                mode: ds[0].mode.clone(),
-                size: ds[0].size,
-                runs: ds.iter().map(|d| d.run.name.clone()).collect(),
-                final_reward: Cell::of(&rewards),
-                accuracy: pick(&|e| Some(e.summary.accuracy)),
-                pass1: pick(&|e| e.summary.pass_at_k.first().copied()),
-                pass_max: pick(&|e| e.summary.pass_at_k.last().copied()),
-                seconds: Cell::of(&ds.iter().map(|d| d.seconds()).collect::<Vec<_>>()),
+                mode: g.mode.clone(),
+                size: g.size,
+                rewards: g.rewards.clone(),
+                runs: g.runs.iter().map(|d| d.run.name.clone()).collect(),
+                final_reward: Cell::of(
+                    &g.runs
+                        .iter()
+                        .filter_map(|d| final_reward(d))
+                        .collect::<Vec<_>>(),
+                ),
+                updates,
+                kept: Cell::of(
+                    &g.runs
+                        .iter()
+                        .filter_map(|d| d.kept_total())
+                        .collect::<Vec<_>>(),
+                ),
+                accuracy: on(headline, &|s| s.accuracy),
+                pass_max: on(headline, &last),
+                guess_accuracy: on(Set::Guessable, &|s| s.accuracy),
+                guess_pass_max: on(Set::Guessable, &last),
+                seconds: Cell::of(&g.runs.iter().map(|d| d.seconds()).collect::<Vec<_>>()),
             }
         })
-        .collect();
-    rows.sort_by_key(|r| (r.size, mode_rank(&r.mode)));
-    rows
+        .collect()
+}
+
+/// The mean reward over the run's last window of steps.
+fn final_reward(d: &RunData) -> Option<f64> {
+    let r = d.values("reward");
+    let w = window(r.len()).min(r.len());
+    (w > 0).then(|| mean_std(&r[r.len() - w..]).0)
 }
 
 /// The evaluation most of `runs` have (ties: the one with more samples per question), which

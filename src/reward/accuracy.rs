@@ -1,8 +1,43 @@
-//! Answer extraction and ChartQA relaxed accuracy.
+//! Answer extraction and answer matching: numbers within 5%, labels exactly, and ChartQA's
+//! relaxed accuracy for answers of unknown kind.
 
 use std::sync::OnceLock;
 
 use regex::Regex;
+
+use crate::data::{AnswerKind, Sample};
+
+/// Whether `prediction` answers `sample`, by the kind of its answer:
+///
+/// - a number: correct within 5% relative of the target (a zero target needs exactly zero);
+///   a prediction that is not a number is wrong;
+/// - a label (a name, a year used as a label, a series name, a word): the same text after
+///   trimming, lower-casing and collapsing runs of whitespace, so `2013` never answers `2015`;
+/// - unknown (a ChartQA file): [`relaxed_correctness`], the benchmark's published metric.
+pub fn answers(sample: &Sample, prediction: &str) -> bool {
+    match sample.answer_kind {
+        Some(AnswerKind::Number) => numbers_match(&sample.answer, prediction),
+        Some(AnswerKind::Label) => normalise_label(&sample.answer) == normalise_label(prediction),
+        None => relaxed_correctness(&sample.answer, prediction),
+    }
+}
+
+/// Numbers within 5% relative of the target; exactly equal when the target is 0.
+pub fn numbers_match(target: &str, prediction: &str) -> bool {
+    match (to_float(prediction.trim()), to_float(target.trim())) {
+        (Some(p), Some(t)) if t != 0.0 => (p - t).abs() / t.abs() <= 0.05,
+        (Some(p), Some(t)) => p == t,
+        _ => false,
+    }
+}
+
+/// Lower case, trimmed, inner whitespace collapsed to single spaces.
+fn normalise_label(s: &str) -> String {
+    s.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_lowercase()
+}
 
 /// The text inside the last complete `<answer>…</answer>` pair, trimmed; `None` without one.
 pub fn extract_answer(completion: &str) -> Option<String> {
@@ -57,6 +92,44 @@ fn strip_thousands(s: &str) -> std::borrow::Cow<'_, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn sample(answer: &str, kind: Option<AnswerKind>) -> Sample {
+        let mut s = crate::data::Generator::new(crate::data::Split::Train, 1).sample(0);
+        s.answer = answer.into();
+        s.answer_kind = kind;
+        s
+    }
+
+    #[test]
+    fn a_year_used_as_a_label_must_match_exactly() {
+        let year = sample("2015", Some(AnswerKind::Label));
+        assert!(answers(&year, "2015"));
+        assert!(answers(&year, " 2015\n"));
+        assert!(!answers(&year, "2013"), "a nearby year is a wrong label");
+        assert!(!answers(&year, "2015.0"));
+        // ChartQA's rule, for answers of unknown kind, accepts the nearby year.
+        assert!(answers(&sample("2015", None), "2013"));
+        let name = sample("In store", Some(AnswerKind::Label));
+        assert!(answers(&name, "in  Store"));
+        assert!(!answers(&name, "Online"));
+        let word = sample("increase", Some(AnswerKind::Label));
+        assert!(!answers(&word, "increasing"));
+    }
+
+    #[test]
+    fn a_number_still_passes_within_five_percent() {
+        let n = sample("100", Some(AnswerKind::Number));
+        assert!(answers(&n, "104"));
+        assert!(answers(&n, "95"));
+        assert!(!answers(&n, "1,000"));
+        assert!(!answers(&n, "105.01"));
+        assert!(!answers(&n, "one hundred"));
+        let pct = sample("23.5", Some(AnswerKind::Number));
+        assert!(!answers(&pct, "23.5%"), "23.5% is 0.235");
+        assert!(answers(&pct, "23.9"));
+        let zero = sample("0", Some(AnswerKind::Number));
+        assert!(answers(&zero, "0.0") && answers(&zero, "0") && !answers(&zero, "0.01"));
+    }
 
     #[test]
     fn relaxed_accuracy_table() {

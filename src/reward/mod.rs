@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::Sample;
 
-pub use accuracy::{extract_answer, relaxed_correctness};
+pub use accuracy::{answers, extract_answer, numbers_match, relaxed_correctness};
 pub use length::CosineParams;
 
 /// A completion to score, with the sample it answers and its length in tokens.
@@ -51,8 +51,8 @@ pub trait Reward: Send + Sync {
 /// The built-in rewards and their parameters.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Builtin {
-    /// 1.0 when the extracted answer is relaxed-correct (see [`relaxed_correctness`]); 0.0 for
-    /// a wrong answer or a completion without an `<answer>` tag.
+    /// 1.0 when the extracted answer is correct (see [`answers`]: numbers within 5%, labels
+    /// exactly); 0.0 for a wrong answer or a completion without an `<answer>` tag.
     Accuracy,
     Format,
     TagCount,
@@ -64,7 +64,8 @@ pub enum Builtin {
         n: usize,
         max_penalty: f64,
     },
-    /// Soft overlong punishment on tokens.
+    /// Soft overlong punishment on tokens (DAPO). `max_completion_len` defaults to the run's
+    /// `max_completion_length`, `cache` to a quarter of it.
     Overlong {
         max_completion_len: usize,
         cache: usize,
@@ -99,25 +100,47 @@ impl Default for RepetitionParams {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 struct OverlongParams {
-    max_completion_len: usize,
-    cache: usize,
+    max_completion_len: Option<usize>,
+    cache: Option<usize>,
 }
 
-impl Default for OverlongParams {
-    fn default() -> Self {
-        Self {
-            max_completion_len: 256,
-            cache: 64,
+/// What a reward's defaults may depend on: the run it scores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RewardContext {
+    /// The token limit of the completions (`overlong` punishes lengths near it).
+    pub max_completion_length: usize,
+}
+
+impl OverlongParams {
+    fn resolve(self, ctx: &RewardContext) -> Result<Builtin, RewardError> {
+        let max_completion_len = self.max_completion_len.unwrap_or(ctx.max_completion_length);
+        let cache = self.cache.unwrap_or(max_completion_len / 4);
+        if max_completion_len == 0 || cache == 0 || cache > max_completion_len {
+            return Err(RewardError::Params {
+                name: "overlong".into(),
+                msg: format!(
+                    "`cache` ({cache}) must be between 1 and `max_completion_len` ({max_completion_len})"
+                ),
+            });
         }
+        Ok(Builtin::Overlong {
+            max_completion_len,
+            cache,
+        })
     }
 }
 
 impl Builtin {
-    /// A built-in by name, with parameters from `params` (an object; unknown keys are errors).
-    pub fn from_name(name: &str, params: &serde_json::Value) -> Result<Self, RewardError> {
+    /// A built-in by name, with parameters from `params` (an object; unknown keys are errors)
+    /// and defaults from the run `ctx` describes.
+    pub fn from_name(
+        name: &str,
+        params: &serde_json::Value,
+        ctx: &RewardContext,
+    ) -> Result<Self, RewardError> {
         let bad = |e: serde_json::Error| RewardError::Params {
             name: name.to_string(),
             msg: e.to_string(),
@@ -161,13 +184,9 @@ impl Builtin {
                     max_penalty: p.max_penalty,
                 })
             }
-            "overlong" => {
-                let p: OverlongParams = serde_json::from_value(params).map_err(bad)?;
-                Ok(Builtin::Overlong {
-                    max_completion_len: p.max_completion_len,
-                    cache: p.cache,
-                })
-            }
+            "overlong" => serde_json::from_value::<OverlongParams>(params)
+                .map_err(bad)?
+                .resolve(ctx),
             _ => Err(RewardError::Unknown {
                 name: name.to_string(),
                 known: BUILTIN_NAMES.join(", "),
@@ -175,11 +194,11 @@ impl Builtin {
         }
     }
 
-    /// Every built-in with default parameters.
-    pub fn all() -> Vec<Builtin> {
+    /// Every built-in with default parameters for completions of `ctx`.
+    pub fn all(ctx: &RewardContext) -> Vec<Builtin> {
         BUILTIN_NAMES
             .iter()
-            .filter_map(|n| Builtin::from_name(n, &serde_json::Value::Null).ok())
+            .filter_map(|n| Builtin::from_name(n, &serde_json::Value::Null, ctx).ok())
             .collect()
     }
 
@@ -197,9 +216,10 @@ impl Builtin {
     }
 }
 
-/// Whether a completion answers its sample correctly (relaxed accuracy of the extracted answer).
+/// Whether a completion answers its sample correctly: the extracted answer matched by the
+/// answer's kind (see [`answers`]).
 pub fn is_correct(s: &Scored<'_>) -> bool {
-    extract_answer(s.completion).is_some_and(|a| relaxed_correctness(&s.sample.answer, &a))
+    extract_answer(s.completion).is_some_and(|a| answers(s.sample, &a))
 }
 
 impl Reward for Builtin {
@@ -269,6 +289,9 @@ pub struct RewardSet {
 pub struct RewardScores {
     pub per_function: Vec<(String, Vec<f64>)>,
     pub total: Vec<f64>,
+    /// The weighted sum of every reward but `accuracy`: what shaping adds to the +1/-1 of
+    /// PSR, NSR and W-REINFORCE (GRPO normalises the total, which includes it).
+    pub shaping: Vec<f64>,
 }
 
 impl RewardScores {
@@ -281,8 +304,8 @@ impl RewardScores {
 }
 
 impl RewardSet {
-    pub fn from_specs(specs: &[RewardSpec]) -> Result<Self, RewardError> {
-        Self::from_specs_with(specs, &CustomRewards::default())
+    pub fn from_specs(specs: &[RewardSpec], ctx: &RewardContext) -> Result<Self, RewardError> {
+        Self::from_specs_with(specs, &CustomRewards::default(), ctx)
     }
 
     /// Like [`RewardSet::from_specs`], with `custom` rewards (a script's) taking precedence
@@ -290,12 +313,13 @@ impl RewardSet {
     pub fn from_specs_with(
         specs: &[RewardSpec],
         custom: &CustomRewards,
+        ctx: &RewardContext,
     ) -> Result<Self, RewardError> {
         let mut set = Self::default();
         for spec in specs {
             let reward: Arc<dyn Reward> = match custom.0.get(&spec.name) {
                 Some(r) => r.clone(),
-                None => Arc::new(Builtin::from_name(&spec.name, &spec.params)?),
+                None => Arc::new(Builtin::from_name(&spec.name, &spec.params, ctx)?),
             };
             set.push(reward, spec.weight);
         }
@@ -319,6 +343,7 @@ impl RewardSet {
 
     pub fn score(&self, batch: &[Scored<'_>]) -> Result<RewardScores, RewardError> {
         let mut total = vec![0.0; batch.len()];
+        let mut shaping = vec![0.0; batch.len()];
         let mut per_function = Vec::with_capacity(self.entries.len());
         for (reward, weight) in &self.entries {
             let values = reward.score(batch)?;
@@ -332,11 +357,17 @@ impl RewardSet {
             for (t, v) in total.iter_mut().zip(&values) {
                 *t += weight * v;
             }
+            if reward.name() != "accuracy" {
+                for (s, v) in shaping.iter_mut().zip(&values) {
+                    *s += weight * v;
+                }
+            }
             per_function.push((reward.name().to_string(), values));
         }
         Ok(RewardScores {
             per_function,
             total,
+            shaping,
         })
     }
 }
@@ -369,31 +400,73 @@ mod tests {
             "- {name: accuracy, weight: 2.0}\n- {name: format, weight: 0.5}\n- {name: overlong, params: {max_completion_len: 10, cache: 5}}",
         )
         .unwrap();
-        let set = RewardSet::from_specs(&specs).unwrap();
+        let set = RewardSet::from_specs(&specs, &CTX).unwrap();
         let s = set.score(&batch).unwrap();
         assert_eq!(s.get("accuracy").unwrap(), &[1.0, 0.0]);
         assert_eq!(s.get("format").unwrap(), &[1.0, 0.0]);
         assert_eq!(s.get("overlong").unwrap(), &[-1.0, 0.0]);
         assert_eq!(s.total, vec![2.0 + 0.5 - 1.0, 0.0]);
+        assert_eq!(s.shaping, vec![0.5 - 1.0, 0.0], "everything but accuracy");
+    }
+
+    const CTX: RewardContext = RewardContext {
+        max_completion_length: 128,
+    };
+
+    #[test]
+    fn overlong_takes_its_length_from_the_run_unless_set() {
+        let b = Builtin::from_name("overlong", &serde_json::Value::Null, &CTX).unwrap();
+        assert_eq!(
+            b,
+            Builtin::Overlong {
+                max_completion_len: 128,
+                cache: 32
+            }
+        );
+        let short = RewardContext {
+            max_completion_length: 48,
+        };
+        let b = Builtin::from_name("overlong", &serde_json::Value::Null, &short).unwrap();
+        assert_eq!(
+            b,
+            Builtin::Overlong {
+                max_completion_len: 48,
+                cache: 12
+            }
+        );
+        let set = serde_json::json!({"max_completion_len": 256, "cache": 64});
+        let b = Builtin::from_name("overlong", &set, &CTX).unwrap();
+        assert_eq!(
+            b,
+            Builtin::Overlong {
+                max_completion_len: 256,
+                cache: 64
+            }
+        );
+        let e = Builtin::from_name("overlong", &serde_json::json!({"cache": 500}), &CTX)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("overlong") && e.contains("cache"), "{e}");
     }
 
     #[test]
     fn bad_reward_specs_name_the_problem() {
-        let e = Builtin::from_name("acuracy", &serde_json::Value::Null)
+        let e = Builtin::from_name("acuracy", &serde_json::Value::Null, &CTX)
             .unwrap_err()
             .to_string();
         assert!(e.contains("acuracy") && e.contains("accuracy"), "{e}");
-        let e = Builtin::from_name("cosine", &serde_json::json!({"max_length": 5}))
+        let e = Builtin::from_name("cosine", &serde_json::json!({"max_length": 5}), &CTX)
             .unwrap_err()
             .to_string();
         assert!(e.contains("max_length"), "{e}");
-        let e = Builtin::from_name("format", &serde_json::json!({"x": 1}))
+        let e = Builtin::from_name("format", &serde_json::json!({"x": 1}), &CTX)
             .unwrap_err()
             .to_string();
         assert!(e.contains("no parameters"), "{e}");
         let e = Builtin::from_name(
             "repetition_penalty",
             &serde_json::json!({"max_penalty": 1.0}),
+            &CTX,
         )
         .unwrap_err()
         .to_string();

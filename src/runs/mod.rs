@@ -7,6 +7,7 @@
 //! `train::rl`), and a checkpoint holds weights, AdamW moments and the step, so a resumed run
 //! records the same metrics and ends with the same weights as one never interrupted.
 
+pub mod checklist;
 pub mod checkpoint;
 pub mod evaluate;
 pub mod identity;

@@ -170,7 +170,7 @@ impl Host {
             Some(v) => {
                 let s = v.to_string();
                 Split::parse(&s)
-                    .ok_or_else(|| format!("chart_data: split `{s}` (use train or test)"))?
+                    .ok_or_else(|| format!("chart_data: split `{s}` (use train, test or warmup)"))?
             }
             None => Split::Train,
         };
@@ -505,52 +505,39 @@ impl Host {
             .collect()
     }
 
-    /// The POC checklist: training completed, loss finite, filtering did what the mode says,
-    /// checkpoints written.
-    fn checklist(&self, r: &RunRef) -> Map {
+    /// The POC checklist (`runs::checklist`) as a map, with `problems` listing what failed.
+    fn checklist(&self, r: &RunRef) -> Result<Map, Stop> {
+        let Some(run) = r.id.and_then(|id| self.store.run_by_id(id).ok()) else {
+            let mut out = Map::new();
+            for k in [
+                "completed",
+                "loss_finite",
+                "filtering",
+                "checkpoints",
+                "passed",
+            ] {
+                out.insert(k.into(), false.into());
+            }
+            out.insert(
+                "problems".into(),
+                vec![Dynamic::from("the run has not run")].into(),
+            );
+            return Ok(out);
+        };
+        let c = crate::runs::checklist::checklist(&self.store, &run)?;
         let mut out = Map::new();
-        let id = r.id;
-        let run = id.and_then(|id| self.store.run_by_id(id).ok());
-        let rows = id
-            .and_then(|id| self.store.metrics(id).ok())
-            .unwrap_or_default();
-        let completed = run.as_ref().is_some_and(|r| r.status == Status::Done);
-        let loss_finite = !rows.is_empty()
-            && rows
-                .iter()
-                .filter(|m| m.key == "loss")
-                .all(|m| m.value.is_some_and(f64::is_finite));
-        let mut by_step: BTreeMap<usize, BTreeMap<&str, f64>> = BTreeMap::new();
-        for m in &rows {
-            if let Some(v) = m.value {
-                by_step.entry(m.step).or_default().insert(m.key.as_str(), v);
-            }
-        }
-        let filtering = by_step.values().all(|v| {
-            let (kept, correct, incorrect) = (v.get("kept"), v.get("correct"), v.get("incorrect"));
-            match (r.what.as_str(), kept, correct, incorrect) {
-                ("psr", Some(k), Some(c), _) => k == c,
-                ("nsr", Some(k), _, Some(i)) => k == i,
-                ("grpo" | "w-reinforce", Some(k), Some(c), Some(i)) => *k == c + i,
-                _ => true,
-            }
-        });
-        let checkpoints = id
-            .and_then(|id| self.store.checkpoints(id).ok())
-            .is_some_and(|c| !c.is_empty());
         for (k, v) in [
-            ("completed", completed),
-            ("loss_finite", loss_finite),
-            ("filtering", filtering),
-            ("checkpoints", checkpoints),
+            ("completed", c.completed),
+            ("loss_finite", c.loss_finite),
+            ("filtering", c.filtering),
+            ("checkpoints", c.checkpoints),
+            ("passed", c.passed),
         ] {
             out.insert(k.into(), v.into());
         }
-        out.insert(
-            "passed".into(),
-            (completed && loss_finite && filtering && checkpoints).into(),
-        );
-        out
+        let problems: Array = c.problems.into_iter().map(Dynamic::from).collect();
+        out.insert("problems".into(), problems.into());
+        Ok(out)
     }
 
     /// Samples `n` completions per question of `data` (stored; reused when asked again) and
@@ -825,7 +812,7 @@ pub(crate) fn register(engine: &mut Engine, host: &HostRef) {
     });
     let h = host.clone();
     engine.register_fn("checklist", move |r: &mut RunRef| {
-        with(&h, |host| Ok(host.checklist(r)))
+        with(&h, |host| host.checklist(r))
     });
     let h = host.clone();
     engine.register_fn("to_string", move |r: &mut RunRef| {

@@ -31,8 +31,9 @@ impl Store {
         {
             let mut insert = tx.prepare_cached(
                 "INSERT OR REPLACE INTO eval_questions
-                 (run_id, step, name, idx, prompt_id, n, correct, formatted, truncated, tokens)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                 (run_id, step, name, idx, prompt_id, n, correct, formatted, truncated, tokens,
+                  qtype, chance)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             )?;
             for q in rows {
                 insert.execute(rusqlite::params![
@@ -46,6 +47,8 @@ impl Store {
                     q.formatted as i64,
                     q.truncated as i64,
                     q.tokens as i64,
+                    q.question_type,
+                    q.chance,
                 ])?;
             }
         }
@@ -61,8 +64,8 @@ impl Store {
         name: &str,
     ) -> Result<Vec<QuestionResult>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT idx, prompt_id, n, correct, formatted, truncated, tokens FROM eval_questions
-             WHERE run_id = ?1 AND step = ?2 AND name = ?3 ORDER BY idx",
+            "SELECT idx, prompt_id, n, correct, formatted, truncated, tokens, qtype, chance
+             FROM eval_questions WHERE run_id = ?1 AND step = ?2 AND name = ?3 ORDER BY idx",
         )?;
         let count = |r: &rusqlite::Row, i| r.get::<_, i64>(i).map(|v| v.max(0) as usize);
         let rows = stmt.query_map(rusqlite::params![run_id, step as i64, name], |r| {
@@ -74,6 +77,10 @@ impl Store {
                 formatted: count(r, 4)?,
                 truncated: count(r, 5)?,
                 tokens: count(r, 6)?,
+                question_type: r
+                    .get::<_, Option<String>>(7)?
+                    .unwrap_or_else(|| "unknown".into()),
+                chance: r.get(8)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)

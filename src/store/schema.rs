@@ -114,6 +114,12 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (run_id, step, name, idx)
     ) WITHOUT ROWID;
     "#,
+    // 4: each evaluated question's type and chance level, so reports can show results per
+    // type and keep guessable types out of the headline (NULL for rows written before).
+    r#"
+    ALTER TABLE eval_questions ADD COLUMN qtype TEXT;
+    ALTER TABLE eval_questions ADD COLUMN chance REAL;
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -226,6 +226,8 @@ fn evaluation_questions_round_trip_and_a_resume_truncates_them() {
         formatted: 3,
         truncated: 1,
         tokens: 40,
+        question_type: if index == 0 { "trend" } else { "sum" }.to_string(),
+        chance: Some(if index == 0 { 0.5 } else { 0.0 }),
     };
     store
         .add_eval_questions(run.id, 5, "e", &[q(1, 2), q(0, 4)])

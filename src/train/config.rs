@@ -6,7 +6,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::TrainError;
-use crate::reward::RewardSpec;
+use crate::reward::{RewardContext, RewardSpec};
 
 /// The four training modes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -190,10 +190,29 @@ impl TrainConfig {
                 self.temperature
             ));
         }
+        if self.mode == Mode::Grpo && self.num_generations < 2 {
+            return Err(format!(
+                "`num_generations` must be at least 2 for grpo, got {}: its advantage compares the completions of one prompt, so with one it is always 0",
+                self.num_generations
+            ));
+        }
+        if !(self.reward_threshold > 0.0 && self.reward_threshold <= 1.0) {
+            return Err(format!(
+                "`reward_threshold` must be in (0, 1], got {}: a completion is correct when its accuracy reward (0 or 1) reaches it",
+                self.reward_threshold
+            ));
+        }
         if self.rewards.is_empty() {
             return Err("`rewards` is empty".into());
         }
         Ok(())
+    }
+
+    /// What the run's reward functions take their defaults from.
+    pub fn reward_context(&self) -> RewardContext {
+        RewardContext {
+            max_completion_length: self.max_completion_length,
+        }
     }
 
     /// Steps in one pass over the subset (the last batch may be short).
@@ -257,6 +276,29 @@ mod tests {
         bad.insert("mode".into(), "ppo".into());
         let e = d.with_overrides(&bad).unwrap_err().to_string();
         assert!(e.contains("ppo"), "{e}");
+        for (key, value, needle) in [
+            ("num_generations", serde_json::json!(1), "num_generations"),
+            (
+                "reward_threshold",
+                serde_json::json!(0.0),
+                "reward_threshold",
+            ),
+            (
+                "reward_threshold",
+                serde_json::json!(1.5),
+                "reward_threshold",
+            ),
+        ] {
+            let mut bad = serde_json::Map::new();
+            bad.insert(key.into(), value);
+            let e = d.with_overrides(&bad).unwrap_err().to_string();
+            assert!(e.contains(needle), "{e}");
+        }
+        // One completion per prompt is fine where no group statistic is needed.
+        let mut nsr1 = serde_json::Map::new();
+        nsr1.insert("mode".into(), "nsr".into());
+        nsr1.insert("num_generations".into(), 1.into());
+        assert!(d.with_overrides(&nsr1).is_ok());
         let e = TrainConfig::from_yaml("mode: grpo\nbogus: 1\n", "x.yaml")
             .unwrap_err()
             .to_string();

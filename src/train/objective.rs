@@ -4,9 +4,15 @@
 //! | mode | kept | advantage |
 //! |---|---|---|
 //! | grpo | all | `(r - mean_group) / (std_group + 1e-4)`, Bessel std (TRL) |
-//! | psr | correct | +1 |
-//! | nsr | incorrect | -1 |
-//! | w-reinforce | all | `+lambda_psr` correct, -1 incorrect |
+//! | psr | correct | `+1 + s` |
+//! | nsr | incorrect | `-1 + s` |
+//! | w-reinforce | all | `lambda_psr * (1 + s)` correct, `-1 + s` incorrect |
+//!
+//! `r` is the weighted total of the run's rewards, `s` its shaping part: the weighted sum of
+//! every reward but `accuracy` (0 with the default, correctness-only rewards). PSR, NSR and
+//! W-REINFORCE are REINFORCE on the paper's reward, +1 for a correct sample and -1 for an
+//! incorrect one, so shaping adds to that reward exactly as it adds to GRPO's total: every mode
+//! sees the same rewards.
 //!
 //! Dropped samples are removed, not zero-weighted: they do not count in the normaliser (the
 //! paper's verl code). Every mode goes through the PPO-clipped surrogate
@@ -19,14 +25,17 @@ use candle_core::{DType, Result, Tensor};
 
 use super::config::{LossType, Mode};
 
-/// Advantages and kept flags of one group, from its total rewards and correctness.
+/// Advantages and kept flags of one group, from its total rewards, their shaping part and
+/// correctness.
 pub fn advantages(
     mode: Mode,
     rewards: &[f64],
+    shaping: &[f64],
     correct: &[bool],
     lambda_psr: f64,
 ) -> (Vec<f64>, Vec<bool>) {
     let n = rewards.len();
+    let signed = |base: f64, i: usize| base + shaping[i];
     match mode {
         Mode::Grpo => {
             let mean = rewards.iter().sum::<f64>() / n.max(1) as f64;
@@ -40,12 +49,20 @@ pub fn advantages(
                 vec![true; n],
             )
         }
-        Mode::Psr => (vec![1.0; n], correct.to_vec()),
-        Mode::Nsr => (vec![-1.0; n], correct.iter().map(|c| !c).collect()),
+        Mode::Psr => ((0..n).map(|i| signed(1.0, i)).collect(), correct.to_vec()),
+        Mode::Nsr => (
+            (0..n).map(|i| signed(-1.0, i)).collect(),
+            correct.iter().map(|c| !c).collect(),
+        ),
         Mode::WReinforce => (
-            correct
-                .iter()
-                .map(|&c| if c { lambda_psr } else { -1.0 })
+            (0..n)
+                .map(|i| {
+                    if correct[i] {
+                        lambda_psr * signed(1.0, i)
+                    } else {
+                        signed(-1.0, i)
+                    }
+                })
                 .collect(),
             vec![true; n],
         ),
@@ -142,12 +159,18 @@ mod tests {
     #[test]
     fn grpo_advantages_follow_trl() {
         // rewards 1, 0, 0, 1: mean 0.5, Bessel std sqrt(1/3)
-        let (a, kept) = advantages(Mode::Grpo, &[1.0, 0.0, 0.0, 1.0], &[true; 4], 0.1);
+        let (a, kept) = advantages(
+            Mode::Grpo,
+            &[1.0, 0.0, 0.0, 1.0],
+            &[0.0; 4],
+            &[true; 4],
+            0.1,
+        );
         let s = (1.0f64 / 3.0).sqrt();
         assert!(close(a[0], 0.5 / (s + 1e-4)) && close(a[1], -0.5 / (s + 1e-4)));
         assert!(kept.iter().all(|k| *k));
         // Equal rewards: zero advantage for everyone.
-        let (a, _) = advantages(Mode::Grpo, &[2.0; 4], &[true; 4], 0.1);
+        let (a, _) = advantages(Mode::Grpo, &[2.0; 4], &[0.0; 4], &[true; 4], 0.1);
         assert!(a.iter().all(|x| *x == 0.0));
     }
 
@@ -156,17 +179,39 @@ mod tests {
         let correct = [true, false, true, false];
         let r = [1.0, 0.0, 1.0, 0.0];
         assert_eq!(
-            advantages(Mode::Psr, &r, &correct, 0.1),
+            advantages(Mode::Psr, &r, &[0.0; 4], &correct, 0.1),
             (vec![1.0; 4], vec![true, false, true, false])
         );
         assert_eq!(
-            advantages(Mode::Nsr, &r, &correct, 0.1),
+            advantages(Mode::Nsr, &r, &[0.0; 4], &correct, 0.1),
             (vec![-1.0; 4], vec![false, true, false, true])
         );
         assert_eq!(
-            advantages(Mode::WReinforce, &r, &correct, 0.1),
+            advantages(Mode::WReinforce, &r, &[0.0; 4], &correct, 0.1),
             (vec![0.1, -1.0, 0.1, -1.0], vec![true; 4])
         );
+    }
+
+    #[test]
+    fn shaping_adds_to_every_modes_reward_alike() {
+        // Correct, wrong but well formatted, wrong: accuracy + 0.5 format.
+        let correct = [true, false, false];
+        let shaping = [0.5, 0.5, 0.0];
+        let total = [1.5, 0.5, 0.0];
+        let (a, _) = advantages(Mode::Psr, &total, &shaping, &correct, 0.1);
+        assert_eq!(a[0], 1.5);
+        let (a, kept) = advantages(Mode::Nsr, &total, &shaping, &correct, 0.1);
+        assert_eq!(
+            (a[1], a[2]),
+            (-0.5, -1.0),
+            "the formatted mistake is pushed down less"
+        );
+        assert_eq!(kept, vec![false, true, true]);
+        let (a, _) = advantages(Mode::WReinforce, &total, &shaping, &correct, 0.1);
+        assert_eq!(a, vec![0.1 * 1.5, -0.5, -1.0]);
+        // GRPO normalises the same totals.
+        let (a, _) = advantages(Mode::Grpo, &total, &shaping, &correct, 0.1);
+        assert!(a[0] > a[1] && a[1] > a[2]);
     }
 
     /// A hand-built group: 3 completions of lengths 2, 3, 1 (L = 3).
@@ -215,7 +260,13 @@ mod tests {
         // At ratio 1 the loss is -sum(A * 1)/4 over kept tokens = +1, and d loss / d logp_t =
         // -A / 4 = +0.25 on kept tokens, 0 elsewhere.
         let (logp, mask) = batch();
-        let (adv, kept) = advantages(Mode::Nsr, &[1.0, 0.0, 0.0], &[true, false, false], 0.1);
+        let (adv, kept) = advantages(
+            Mode::Nsr,
+            &[1.0, 0.0, 0.0],
+            &[0.0; 3],
+            &[true, false, false],
+            0.1,
+        );
         let (loss, stats) = group_loss(
             logp.as_tensor(),
             &mask,
@@ -248,6 +299,7 @@ mod tests {
         let (adv, kept) = advantages(
             Mode::WReinforce,
             &[1.0, 0.0, 0.0],
+            &[0.0; 3],
             &[true, false, false],
             0.1,
         );
@@ -263,7 +315,13 @@ mod tests {
         assert!(close(g[0][0], -0.1 / 6.0) && close(g[1][2], 1.0 / 6.0) && g[0][2] == 0.0);
 
         // PSR: only completion 0 (2 tokens), A = +1: loss -1, gradient -1/2 on its tokens.
-        let (adv, kept) = advantages(Mode::Psr, &[1.0, 0.0, 0.0], &[true, false, false], 0.1);
+        let (adv, kept) = advantages(
+            Mode::Psr,
+            &[1.0, 0.0, 0.0],
+            &[0.0; 3],
+            &[true, false, false],
+            0.1,
+        );
         let (loss, g) = loss_and_grad(
             &logp,
             &mask,

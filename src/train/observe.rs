@@ -58,10 +58,10 @@ impl StepMetrics {
     /// The line researchers read, e.g. `NSR [Step 10]: 3/8 negative samples | Avg reward: -1.892`.
     pub fn console_line(&self) -> String {
         let reward = self.get("reward").unwrap_or(f64::NAN);
-        let skipped = if self.get("skipped") == Some(1.0) {
-            " | skipped (nothing kept)"
-        } else {
-            ""
+        let skipped = match (self.get("skipped") == Some(1.0), self.kept) {
+            (false, _) => "",
+            (true, 0) => " | skipped (nothing kept)",
+            (true, _) => " | skipped (every advantage is 0)",
         };
         match self.phase {
             Phase::WarmStart => format!(

@@ -137,7 +137,8 @@ impl RlTrainer {
                 ),
             });
         }
-        let rewards = RewardSet::from_specs_with(&config.rewards, custom)?;
+        let rewards =
+            RewardSet::from_specs_with(&config.rewards, custom, &config.reward_context())?;
         let reference = if config.beta > 0.0 {
             Some(Policy::new(
                 policy.config.clone(),
@@ -287,27 +288,38 @@ impl RlTrainer {
             })
             .collect();
         let scores = self.rewards.score(&scored)?;
-        let correct: Vec<bool> = scored
+        // Correct: the run's `accuracy` reward (the built-in one unless a script defines its
+        // own) reaches the threshold.
+        let accuracy: Vec<f64> = match scores.get("accuracy") {
+            Some(v) => v.to_vec(),
+            None => scored
+                .iter()
+                .map(|s| f64::from(u8::from(is_correct(s))))
+                .collect(),
+        };
+        let correct: Vec<bool> = accuracy
             .iter()
-            .map(|s| if is_correct(s) { 1.0 } else { 0.0 } >= cfg.reward_threshold)
+            .map(|a| *a >= cfg.reward_threshold)
             .collect();
 
         // Advantages per group; the step-wide normaliser over kept samples.
         let g = cfg.num_generations;
         let mut adv = Vec::with_capacity(groups.len());
         let mut zero_std_groups = 0;
-        let (mut kept_tokens, mut kept_seqs) = (0usize, 0usize);
+        let mut count = KeptCounts::default();
+        let mut kept_tokens = 0usize;
         for (gi, group) in groups.iter().enumerate() {
-            let r = &scores.total[gi * g..(gi + 1) * g];
-            let ok = &correct[gi * g..(gi + 1) * g];
+            let span = gi * g..(gi + 1) * g;
+            let r = &scores.total[span.clone()];
+            let ok = &correct[span.clone()];
             if r.iter().all(|x| *x == r[0]) {
                 zero_std_groups += 1;
             }
-            let (a, kept) = advantages(cfg.mode, r, ok, cfg.lambda_psr);
-            for (c, k) in group.iter().zip(&kept) {
-                if *k {
+            let (a, kept) = advantages(cfg.mode, r, &scores.shaping[span], ok, cfg.lambda_psr);
+            for (j, c) in group.iter().enumerate() {
+                if kept[j] {
                     kept_tokens += c.tokens.len();
-                    kept_seqs += 1;
+                    count.add(ok[j], a[j]);
                 }
             }
             adv.push((a, kept));
@@ -315,7 +327,7 @@ impl RlTrainer {
         let norm = Normaliser {
             loss_type: cfg.loss_type,
             kept_tokens: kept_tokens as f64,
-            kept_sequences: kept_seqs as f64,
+            kept_sequences: count.kept as f64,
             max_completion_length: cfg.max_completion_length,
         };
 
@@ -327,21 +339,28 @@ impl RlTrainer {
             samples: scored.len(),
             correct: correct.iter().filter(|c| **c).count(),
             incorrect: correct.iter().filter(|c| !**c).count(),
-            kept: kept_seqs,
+            kept: count.kept,
             lambda_psr: cfg.lambda_psr,
             examples: Vec::new(),
         };
         m.examples = examples(&flat, &idx, &self.samples, &scores, &adv, g);
-        self.warn_about(step, &m, &groups, obs);
+        count.record(&mut m);
 
+        // Groups whose loss has a gradient: a kept sample with a non-zero advantage (or any
+        // kept sample, for the KL term). A step with none is skipped: no optimizer step.
+        let beta = cfg.beta > 0.0;
+        let active: Vec<usize> = (0..groups.len())
+            .filter(|&i| {
+                let (a, kept) = &adv[i];
+                kept.iter().zip(a).any(|(k, a)| *k && (*a != 0.0 || beta))
+            })
+            .collect();
+        self.warn_about(step, &m, &groups, active.is_empty(), obs);
         let lr = cfg.lr_at(step);
         let t1 = Instant::now();
-        if kept_seqs == 0 {
-            m.values.insert("skipped".into(), 1.0);
+        if active.is_empty() {
+            m.values.insert(SKIPPED.into(), 1.0);
         } else {
-            let active: Vec<usize> = (0..groups.len())
-                .filter(|&i| adv[i].1.iter().any(|k| *k))
-                .collect();
             let (grads, sides) = backward_pieces(&self.policy.params, active.len(), |j| {
                 let gi = active[j];
                 self.group_loss(&prompts[gi], &groups[gi], &adv[gi].0, &adv[gi].1, &norm)
@@ -354,13 +373,13 @@ impl RlTrainer {
             let ent_tokens: f64 = sides.iter().map(|s| s.tokens).sum();
             let ent: f64 = sides.iter().map(|s| s.entropy_sum).sum();
             let clipped: f64 = sides.iter().map(|s| s.stats.clipped_tokens).sum();
-            m.values.insert("skipped".into(), 0.0);
+            m.values.insert(SKIPPED.into(), 0.0);
             m.values.insert("loss".into(), loss);
             m.values.insert("grad_norm".into(), grad_norm);
             m.values.insert("entropy".into(), ent / ent_tokens.max(1.0));
             m.values
                 .insert("clip_fraction".into(), clipped / kept_tokens.max(1) as f64);
-            if cfg.beta > 0.0 {
+            if beta {
                 let kl: f64 = sides.iter().map(|s| s.stats.kl_sum).sum();
                 m.values.insert("kl".into(), kl / kept_tokens.max(1) as f64);
             }
@@ -455,7 +474,6 @@ impl RlTrainer {
         let n = m.samples as f64;
         v.insert("correct".into(), m.correct as f64);
         v.insert("incorrect".into(), m.incorrect as f64);
-        v.insert("kept".into(), m.kept as f64);
         v.insert("positive_ratio".into(), m.correct as f64 / n);
         v.insert("negative_ratio".into(), m.incorrect as f64 / n);
         v.insert(
@@ -487,6 +505,7 @@ impl RlTrainer {
         step: usize,
         m: &StepMetrics,
         groups: &[Vec<Completion>],
+        no_signal: bool,
         obs: &mut dyn Observer,
     ) {
         let mut warn = |kind: &'static str, message: String| {
@@ -505,6 +524,10 @@ impl RlTrainer {
             Mode::Psr if m.correct == 0 => warn(
                 "no_positive_samples",
                 format!("PSR step {step}: no completion was correct, nothing to reinforce; step skipped (warm-start the model longer, raise num_generations or lower reward_threshold)"),
+            ),
+            Mode::Grpo if no_signal => warn(
+                "no_reward_variance",
+                format!("GRPO step {step}: every prompt's completions got equal rewards, so every advantage is 0; step skipped (raise num_generations or batch_size, or warm-start the model longer)"),
             ),
             _ => {}
         }
@@ -566,6 +589,45 @@ fn examples(
             advantage: adv[i / g].0[i % g],
         })
         .collect()
+}
+
+/// The metric of a skipped step (1) or an applied one (0).
+pub const SKIPPED: &str = "skipped";
+
+/// What the step kept, counted from the kept flags the loss uses: the POC checklist reads
+/// these to check each mode kept what it should.
+#[derive(Debug, Default)]
+struct KeptCounts {
+    kept: usize,
+    correct: usize,
+    incorrect: usize,
+    /// Kept samples with a non-zero advantage: the ones that move the weights.
+    informative: usize,
+}
+
+impl KeptCounts {
+    fn add(&mut self, correct: bool, advantage: f64) {
+        self.kept += 1;
+        if correct {
+            self.correct += 1;
+        } else {
+            self.incorrect += 1;
+        }
+        if advantage != 0.0 {
+            self.informative += 1;
+        }
+    }
+
+    fn record(&self, m: &mut StepMetrics) {
+        for (key, v) in [
+            ("kept", self.kept),
+            ("kept_correct", self.correct),
+            ("kept_incorrect", self.incorrect),
+            ("informative", self.informative),
+        ] {
+            m.values.insert(key.into(), v as f64);
+        }
+    }
 }
 
 /// What one group's backward piece reports besides its loss tensor.

@@ -1,0 +1,352 @@
+//! The generator's questions: one function per question type builds the question, its gold
+//! answer and a step-by-step trace from a chart, or declines when the type does not fit the
+//! chart (a trend needs a line, a ratio positive values, a maximum a unique one).
+
+use rand::seq::SliceRandom;
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+
+use super::chart::{format_number as f, Chart, ChartKind};
+use super::qtype::QuestionType;
+
+/// `(question, answer, reasoning)`.
+pub(super) type Qa = (String, String, String);
+
+/// What every question about one series of a chart refers to.
+struct Asked<'a> {
+    chart: &'a Chart,
+    vals: &'a [f64],
+    labels: &'a [String],
+    /// The measure's words: "Acme revenue", "revenue".
+    measure: String,
+    /// The label column's name in lower case: "year".
+    x: String,
+    n: usize,
+}
+
+impl Asked<'_> {
+    /// "Brazil 12.5, Canada 40".
+    fn listing(&self) -> String {
+        self.labels
+            .iter()
+            .zip(self.vals)
+            .map(|(l, v)| format!("{l} {}", f(*v)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// "12.5 + 40 + 3".
+    fn terms(&self) -> String {
+        self.vals
+            .iter()
+            .map(|v| f(*v))
+            .collect::<Vec<_>>()
+            .join(" + ")
+    }
+
+    /// Two different label positions.
+    fn two(&self, rng: &mut ChaCha8Rng) -> (usize, usize) {
+        let mut idx: Vec<usize> = (0..self.n).collect();
+        idx.shuffle(rng);
+        (idx[0], idx[1])
+    }
+}
+
+/// Builds a question of type `t` about `chart`, or `None` when the type does not fit it.
+pub(super) fn ask(chart: &Chart, t: QuestionType, rng: &mut ChaCha8Rng) -> Option<Qa> {
+    let s = rng.random_range(0..chart.series.len());
+    let q = Asked {
+        chart,
+        vals: &chart.series[s].values,
+        labels: &chart.labels,
+        measure: measure_of(chart, s),
+        x: chart.x_label.to_lowercase(),
+        n: chart.labels.len(),
+    };
+    use QuestionType::*;
+    match t {
+        Lookup => Some(lookup(chart, rng)),
+        MaxLabel => extreme_label(&q, true),
+        MinLabel => extreme_label(&q, false),
+        MaxValue => extreme_value(&q, true),
+        MinValue => extreme_value(&q, false),
+        Difference => difference(&q, rng),
+        Sum => sum(&q),
+        Average => average(&q),
+        Ratio => ratio(&q, rng),
+        Share => share(&q, rng),
+        CountAbove => count_above(&q, rng),
+        Trend => trend(&q),
+        CompareSeries => compare_series(chart, rng),
+    }
+}
+
+/// "What is the X of L?": fits every chart.
+fn lookup(chart: &Chart, rng: &mut ChaCha8Rng) -> Qa {
+    let s = rng.random_range(0..chart.series.len());
+    let i = rng.random_range(0..chart.labels.len());
+    let v = f(chart.series[s].values[i]);
+    let label = &chart.labels[i];
+    (
+        format!("What is the {} of {label}?", measure_of(chart, s)),
+        v.clone(),
+        format!("Step 1: The row for {label} shows {v}."),
+    )
+}
+
+fn extreme_label(q: &Asked, largest: bool) -> Option<Qa> {
+    let i = unique_extreme(q.vals, largest)?;
+    let word = if largest { "highest" } else { "lowest" };
+    Some((
+        format!("Which {} has the {word} {}?", q.x, q.measure),
+        q.labels[i].clone(),
+        format!(
+            "Step 1: The values are {}.\nStep 2: The {word} is {} ({}).",
+            q.listing(),
+            f(q.vals[i]),
+            q.labels[i]
+        ),
+    ))
+}
+
+fn extreme_value(q: &Asked, largest: bool) -> Option<Qa> {
+    let i = unique_extreme(q.vals, largest)?;
+    let word = if largest { "highest" } else { "lowest" };
+    Some((
+        format!("What is the {word} {} in the chart?", q.measure),
+        f(q.vals[i]),
+        format!(
+            "Step 1: The values are {}.\nStep 2: The {word} is {}.",
+            q.listing(),
+            f(q.vals[i])
+        ),
+    ))
+}
+
+fn difference(q: &Asked, rng: &mut ChaCha8Rng) -> Option<Qa> {
+    let (i, j) = q.two(rng);
+    let (a, b) = (q.vals[i], q.vals[j]);
+    let (hi, lo) = if a >= b { (a, b) } else { (b, a) };
+    let d = (a - b).abs();
+    Some((
+        format!(
+            "What is the difference in {} between {} and {}?",
+            q.measure, q.labels[i], q.labels[j]
+        ),
+        f(d),
+        format!(
+            "Step 1: {} is {} and {} is {}.\nStep 2: {} - {} = {}.",
+            q.labels[i],
+            f(a),
+            q.labels[j],
+            f(b),
+            f(hi),
+            f(lo),
+            f(d)
+        ),
+    ))
+}
+
+fn sum(q: &Asked) -> Option<Qa> {
+    let total: f64 = q.vals.iter().sum();
+    Some((
+        format!(
+            "What is the total {} of all {}?",
+            q.measure,
+            plural_of(q.chart)
+        ),
+        f(total),
+        format!("Step 1: {} = {}.", q.terms(), f(total)),
+    ))
+}
+
+fn average(q: &Asked) -> Option<Qa> {
+    let total: f64 = q.vals.iter().sum();
+    let avg = total / q.n as f64;
+    Some((
+        format!(
+            "What is the average {} across the {}?",
+            q.measure,
+            plural_of(q.chart)
+        ),
+        f(avg),
+        format!(
+            "Step 1: {} = {}.\nStep 2: {} / {} = {}.",
+            q.terms(),
+            f(total),
+            f(total),
+            q.n,
+            f(avg)
+        ),
+    ))
+}
+
+fn ratio(q: &Asked, rng: &mut ChaCha8Rng) -> Option<Qa> {
+    let (i, j) = q.two(rng);
+    let (a, b) = (q.vals[i], q.vals[j]);
+    if a <= 0.0 || b <= 0.0 {
+        return None;
+    }
+    let r = a / b;
+    Some((
+        format!(
+            "What is the ratio of the {} of {} to that of {}?",
+            q.measure, q.labels[i], q.labels[j]
+        ),
+        f(r),
+        format!(
+            "Step 1: {} is {} and {} is {}.\nStep 2: {} / {} = {}.",
+            q.labels[i],
+            f(a),
+            q.labels[j],
+            f(b),
+            f(a),
+            f(b),
+            f(r)
+        ),
+    ))
+}
+
+fn share(q: &Asked, rng: &mut ChaCha8Rng) -> Option<Qa> {
+    if q.vals.iter().any(|v| *v <= 0.0) || q.chart.kind == ChartKind::Pie {
+        return None;
+    }
+    let i = rng.random_range(0..q.n);
+    let total: f64 = q.vals.iter().sum();
+    let p = q.vals[i] / total * 100.0;
+    Some((
+        format!(
+            "What percentage of the total {} does {} account for?",
+            q.measure, q.labels[i]
+        ),
+        f(p),
+        format!(
+            "Step 1: {} = {}.\nStep 2: {} / {} * 100 = {}.",
+            q.terms(),
+            f(total),
+            f(q.vals[i]),
+            f(total),
+            f(p)
+        ),
+    ))
+}
+
+fn count_above(q: &Asked, rng: &mut ChaCha8Rng) -> Option<Qa> {
+    let lo = q.vals.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = q.vals.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let t = rng.random_range(lo..=hi).round();
+    if q.vals.iter().any(|v| (*v - t).abs() < 1e-9) {
+        return None;
+    }
+    let above: Vec<String> = q
+        .labels
+        .iter()
+        .zip(q.vals)
+        .filter(|(_, v)| **v > t)
+        .map(|(l, v)| format!("{l} {}", f(*v)))
+        .collect();
+    let listed = if above.is_empty() {
+        "none".to_string()
+    } else {
+        above.join(", ")
+    };
+    Some((
+        format!(
+            "How many {} have a {} above {}?",
+            plural_of(q.chart),
+            q.measure,
+            f(t)
+        ),
+        above.len().to_string(),
+        format!(
+            "Step 1: Above {}: {listed}.\nStep 2: That is {}.",
+            f(t),
+            above.len()
+        ),
+    ))
+}
+
+fn trend(q: &Asked) -> Option<Qa> {
+    let (first, last) = (q.vals[0], q.vals[q.n - 1]);
+    if q.chart.kind != ChartKind::Line || first == last {
+        return None;
+    }
+    let up = last > first;
+    let word = if up { "increase" } else { "decrease" };
+    let cmp = if up { ">" } else { "<" };
+    Some((
+        format!(
+            "Did the {} increase or decrease from {} to {}?",
+            q.measure,
+            q.labels[0],
+            q.labels[q.n - 1]
+        ),
+        word.to_string(),
+        format!(
+            "Step 1: {} is {} and {} is {}.\nStep 2: {} {cmp} {}, so it is a {word}.",
+            q.labels[0],
+            f(first),
+            q.labels[q.n - 1],
+            f(last),
+            f(last),
+            f(first)
+        ),
+    ))
+}
+
+fn compare_series(chart: &Chart, rng: &mut ChaCha8Rng) -> Option<Qa> {
+    if chart.series.len() < 2 {
+        return None;
+    }
+    let mut idx: Vec<usize> = (0..chart.series.len()).collect();
+    idx.shuffle(rng);
+    let (sa, sb) = (&chart.series[idx[0]], &chart.series[idx[1]]);
+    let i = rng.random_range(0..chart.labels.len());
+    let (a, b) = (sa.values[i], sb.values[i]);
+    if a == b {
+        return None;
+    }
+    let winner = if a > b { &sa.name } else { &sb.name };
+    let cmp = if a > b { ">" } else { "<" };
+    Some((
+        format!(
+            "In {}, which has the higher {}: {} or {}?",
+            chart.labels[i],
+            chart.y_label.to_lowercase(),
+            sa.name,
+            sb.name
+        ),
+        winner.clone(),
+        format!(
+            "Step 1: {} is {} and {} is {}.\nStep 2: {} {cmp} {}, so {winner}.",
+            sa.name,
+            f(a),
+            sb.name,
+            f(b),
+            f(a),
+            f(b)
+        ),
+    ))
+}
+
+/// The words a question uses for the measure of series `s`: "Acme revenue", "revenue".
+fn measure_of(chart: &Chart, s: usize) -> String {
+    let measure = chart.y_label.to_lowercase();
+    if chart.series.len() > 1 {
+        format!("{} {measure}", chart.series[s].name)
+    } else {
+        measure
+    }
+}
+
+fn plural_of(chart: &Chart) -> String {
+    super::synthetic::plural_of(&chart.x_label)
+}
+
+/// The index of the single largest (or smallest) value, `None` on a tie.
+fn unique_extreme(values: &[f64], largest: bool) -> Option<usize> {
+    let pick = |a: f64, b: f64| if largest { a > b } else { a < b };
+    let best = (0..values.len()).reduce(|b, i| if pick(values[i], values[b]) { i } else { b })?;
+    let ties = values.iter().filter(|&&v| v == values[best]).count();
+    (ties == 1).then_some(best)
+}
