@@ -6,6 +6,8 @@ pub mod bench;
 pub mod cli;
 pub mod data;
 pub mod eval;
+pub mod fsx;
+pub mod memory;
 pub mod model;
 pub mod parallel;
 pub mod plot;

@@ -251,7 +251,7 @@ fn script_errors_point_at_the_line_exit_1_and_leave_the_store_alone() {
         d,
         "let i = 0;\nwhile true { i += 1; }\n",
         2,
-        &["Too many operations"],
+        &["ran more than 50 million operations"],
     );
     broken(
         d,

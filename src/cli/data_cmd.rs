@@ -93,10 +93,30 @@ fn split(name: &str) -> anyhow::Result<Split> {
 
 fn gen(a: GenArgs) -> anyhow::Result<()> {
     let start = Instant::now();
+    if a.size == 0 {
+        anyhow::bail!("--size 0: a data file needs at least one sample");
+    }
     let gen = Generator::new(split(&a.split)?, a.seed);
     let bar = super::progress_bar(a.size as u64, "generating");
-    let n = write_jsonl(&a.out, gen.take(a.size), || bar.inc(1))?;
+    let stop = super::signals::stop_flag()?;
+    let written = write_jsonl(&a.out, gen.take(a.size), || {
+        bar.inc(1);
+        stop.load(std::sync::atomic::Ordering::Relaxed) == 0
+    });
     bar.finish_and_clear();
+    let signal = stop.load(std::sync::atomic::Ordering::Relaxed);
+    if signal != 0 {
+        return Err(super::Interrupted {
+            code: super::signals::exit_code(signal),
+            message: format!(
+                "{} stopped `data gen`; {} was left as it was",
+                super::signals::name(signal),
+                a.out.display()
+            ),
+        }
+        .into());
+    }
+    let n = written?;
     println!(
         "wrote {n} {} samples (seed {}) to {} in {:.2}s",
         a.split,

@@ -19,6 +19,7 @@ use crate::store::Store;
 ///
 /// Example: chartrl eval --run nsr-n100-1a2b3c4d --n 16 --k 1,2,4,8,16
 #[derive(Args, Debug)]
+#[command(allow_negative_numbers = true)]
 pub struct EvalArgs {
     #[command(flatten)]
     target: Target,

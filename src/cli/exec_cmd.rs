@@ -31,6 +31,10 @@ pub struct ExecArgs {
     /// Print each run's step line every N steps
     #[arg(long, default_value_t = 10)]
     log_every: usize,
+    /// Stop the script after this many seconds outside training, evaluation and reports
+    /// (its own loops and prints)
+    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    time_limit: u64,
 }
 
 pub fn run(a: ExecArgs) -> anyhow::Result<()> {
@@ -48,6 +52,7 @@ pub fn run(a: ExecArgs) -> anyhow::Result<()> {
         dry_run: a.dry_run,
         db: a.db.clone(),
         stop: Some(stop.clone()),
+        time_limit: std::time::Duration::from_secs(a.time_limit),
     };
     let obs = SweepConsole::new(a.log_every, stop.clone())?;
     let summary = match script::exec(&opts, Box::new(obs)) {

@@ -120,10 +120,27 @@ pub fn main() -> i32 {
     match result {
         Ok(()) => 0,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", one_line(&err));
             exit_code(&err)
         }
     }
+}
+
+/// The error and its causes on one line, each said once: a message that already quotes its
+/// cause (`runs/x: Is a directory`) is not followed by that cause again.
+pub fn one_line(err: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if text.is_empty() || out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 /// A run stopped by a signal: exits 128 + the signal's number, as shells expect.
@@ -154,8 +171,11 @@ fn internal(e: &(dyn std::error::Error + 'static)) -> bool {
     use crate::runs::RunError;
     use crate::store::StoreError;
     use crate::train::TrainError;
-    if e.is::<candle_core::Error>() || e.is::<rusqlite::Error>() {
+    if e.is::<candle_core::Error>() {
         return true;
+    }
+    if let Some(sql) = e.downcast_ref::<rusqlite::Error>() {
+        return !crate::store::environmental(sql);
     }
     if let Some(m) = e.downcast_ref::<ModelError>() {
         return matches!(m, ModelError::Candle(_));
@@ -169,7 +189,12 @@ fn internal(e: &(dyn std::error::Error + 'static)) -> bool {
         };
     }
     if let Some(s) = e.downcast_ref::<StoreError>() {
-        return matches!(s, StoreError::Sql(_) | StoreError::Migration { .. });
+        return match s {
+            StoreError::Sql(e) | StoreError::Migration { source: e, .. } => {
+                !crate::store::environmental(e)
+            }
+            _ => false,
+        };
     }
     if let Some(r) = e.downcast_ref::<crate::report::ReportError>() {
         use crate::report::ReportError;
@@ -248,6 +273,12 @@ fn device(spec: &str) -> anyhow::Result<candle_core::Device> {
 
 /// A model directory argument that must exist.
 fn model_dir(path: &Path) -> anyhow::Result<&Path> {
+    if path.is_file() {
+        anyhow::bail!(
+            "{}: a file, not a model directory (a model is a directory with config.json, model.safetensors and tokenizer.json)",
+            path.display()
+        );
+    }
     if !path.is_dir() {
         anyhow::bail!(
             "{}: no such model directory (create one with `chartrl model init --preset tiny --out {}`)",
@@ -258,10 +289,60 @@ fn model_dir(path: &Path) -> anyhow::Result<&Path> {
     Ok(path)
 }
 
+/// Refuses to write a model into `dir` when something is there already, unless `force`;
+/// `how` says how the user may ask for it.
+fn refuse_to_overwrite(dir: &Path, force: bool, how: &str) -> anyhow::Result<()> {
+    if dir.is_file() {
+        anyhow::bail!(
+            "{}: a file is in the way of the model directory",
+            dir.display()
+        );
+    }
+    let entries: Vec<String> = match std::fs::read_dir(dir) {
+        Ok(rd) => rd
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect(),
+        Err(_) => return Ok(()),
+    };
+    if !entries.is_empty() && !force {
+        let mut shown = entries;
+        shown.sort();
+        shown.truncate(4);
+        anyhow::bail!(
+            "{} is not empty ({}); {how}",
+            dir.display(),
+            shown.join(", ")
+        );
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::train::TrainError;
+
+    #[test]
+    fn an_error_chain_says_each_cause_once() {
+        let io = std::io::Error::from_raw_os_error(21);
+        let e = anyhow::Error::from(crate::fsx::FileError::new(Path::new("runs/x"), io));
+        let once = "runs/x: Is a directory (os error 21)";
+        assert_eq!(one_line(&e), once);
+        let e = e.context("writing the report");
+        assert_eq!(one_line(&e), format!("writing the report: {once}"));
+    }
+
+    #[test]
+    fn environment_failures_exit_1() {
+        let full = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+            None,
+        );
+        let e = crate::store::StoreError::Sql(full).at(Path::new("runs/chartrl.db"));
+        assert!(e.to_string().starts_with("runs/chartrl.db: "), "{e}");
+        assert_eq!(exit_code(&anyhow::Error::from(e)), 1);
+    }
 
     #[test]
     fn kernel_failures_exit_2_and_bad_input_exits_1() {

@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::Context;
 use clap::{Args, Subcommand};
 
 use crate::data::tokenizer_corpus;
@@ -41,6 +40,9 @@ pub struct InitArgs {
     /// Synthetic samples the tokenizer is trained on
     #[arg(long, default_value_t = 4000)]
     corpus_size: usize,
+    /// Replace the model already in --out (otherwise an existing model is never overwritten)
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(Args, Debug)]
@@ -68,12 +70,15 @@ pub fn run(cmd: ModelCommand) -> anyhow::Result<()> {
 
 fn init(a: InitArgs) -> anyhow::Result<()> {
     let start = Instant::now();
+    super::refuse_to_overwrite(
+        &a.out,
+        a.force,
+        "pass --force to replace it, or choose another --out",
+    )?;
     let preset = Preset::load(&a.preset)?;
     let tokenizer = ChatTokenizer::train(tokenizer_corpus(a.corpus_size, 0), preset.vocab_size)?;
     let policy = Policy::create(&preset, tokenizer, a.seed, &candle_core::Device::Cpu)?;
-    policy
-        .save(&a.out)
-        .with_context(|| format!("writing {}", a.out.display()))?;
+    policy.save_replacing(&a.out)?;
     println!(
         "created {} ({} preset, {:.2}M parameters, vocab {}) in {:.1}s",
         a.out.display(),

@@ -4,6 +4,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 
+use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
 
 use super::train_cmd::DEFAULT_DB;
@@ -62,18 +63,24 @@ pub fn run(a: RunsArgs) -> anyhow::Result<()> {
         Some(RunsCommand::Export { run, format, out }) => {
             let run = store.find_run(&run)?;
             let rows = store.metrics(run.id)?;
-            let mut sink: Box<dyn Write> = match &out {
-                Some(p) => Box::new(std::io::BufWriter::new(
-                    std::fs::File::create(p)
-                        .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?,
-                )),
-                None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+            let write = |sink: &mut dyn Write| -> anyhow::Result<()> {
+                match format {
+                    Format::Csv => write_csv(&rows, sink),
+                    Format::Jsonl => write_jsonl(&rows, sink),
+                }
             };
-            match format {
-                Format::Csv => write_csv(&rows, &mut sink)?,
-                Format::Jsonl => write_jsonl(&rows, &mut sink)?,
+            match &out {
+                Some(p) => {
+                    let mut file = crate::fsx::AtomicFile::create(p)?;
+                    write(&mut file).with_context(|| p.display().to_string())?;
+                    file.commit()?;
+                }
+                None => {
+                    let mut sink = std::io::BufWriter::new(std::io::stdout().lock());
+                    write(&mut sink)?;
+                    sink.flush()?;
+                }
             }
-            sink.flush()?;
             Ok(())
         }
     }

@@ -22,6 +22,7 @@ use crate::train::TrainConfig;
 ///
 /// Example: chartrl sample --run nsr-n100-1a2b3c4d --index 7 -n 8
 #[derive(Args, Debug)]
+#[command(allow_negative_numbers = true)]
 pub struct SampleArgs {
     #[command(flatten)]
     target: Target,

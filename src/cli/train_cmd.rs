@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use anyhow::Context;
 use clap::Args;
 
 use super::progress::ConsoleObserver;
@@ -63,6 +64,7 @@ impl RunArgs {
 ///
 /// Example: chartrl train --mode nsr --model models/tiny-warm --subset-size 100 --num-generations 4 --batch-size 2
 #[derive(Args, Debug)]
+#[command(allow_negative_numbers = true)]
 pub struct TrainArgs {
     #[command(flatten)]
     run: RunArgs,
@@ -113,6 +115,7 @@ pub struct TrainArgs {
 ///
 /// Example: chartrl warm-start --model models/tiny --out models/tiny-warm
 #[derive(Args, Debug)]
+#[command(allow_negative_numbers = true)]
 pub struct WarmStartArgs {
     #[command(flatten)]
     run: RunArgs,
@@ -163,6 +166,17 @@ fn config_from(a: &TrainArgs) -> anyhow::Result<TrainConfig> {
     put("num_epochs", a.num_epochs.map(Into::into));
     put("num_generations", a.num_generations.map(Into::into));
     put("batch_size", a.batch_size.map(Into::into));
+    for (flag, v) in [
+        ("--learning-rate", a.learning_rate),
+        ("--reward-threshold", a.reward_threshold),
+        ("--lambda-psr", a.lambda_psr),
+        ("--beta", a.beta),
+        ("--temperature", a.temperature),
+    ] {
+        if let Some(v) = v.filter(|v| !v.is_finite()) {
+            anyhow::bail!("{flag} {v}: not a finite number");
+        }
+    }
     put("learning_rate", a.learning_rate.map(Into::into));
     put("reward_threshold", a.reward_threshold.map(Into::into));
     put("lambda_psr", a.lambda_psr.map(Into::into));
@@ -330,15 +344,30 @@ fn held_out_accuracy(store: &mut Store, o: &TrainOutcome, n: usize) -> anyhow::R
     Ok(evaluate(store, &req, &mut Quiet)?.result.summary.accuracy)
 }
 
-/// Copies a model directory's files into `to` (created if needed).
+/// Copies a model directory into `to`, whole (through a temporary directory). A `to` that
+/// already holds exactly this model is left as it is; one holding anything else is never
+/// overwritten.
 fn copy_model(from: &Path, to: &Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(to).map_err(|e| anyhow::anyhow!("{}: {e}", to.display()))?;
-    for entry in std::fs::read_dir(from).map_err(|e| anyhow::anyhow!("{}: {e}", from.display()))? {
+    let same = |d: &Path| crate::runs::identity::model_identity(d).ok();
+    if to.exists() {
+        if to.join("config.json").is_file() && same(to).is_some() && same(to) == same(from) {
+            return Ok(());
+        }
+        super::refuse_to_overwrite(
+            to,
+            false,
+            "--out copies the warm start's model only into an empty directory or one holding the same model: remove it or choose another --out",
+        )?;
+    }
+    let tmp = crate::fsx::temp_path(to);
+    std::fs::create_dir_all(&tmp).with_context(|| tmp.display().to_string())?;
+    for entry in std::fs::read_dir(from).with_context(|| from.display().to_string())? {
         let path = entry?.path();
         if let Some(name) = path.file_name() {
-            std::fs::copy(&path, to.join(name))
-                .map_err(|e| anyhow::anyhow!("{}: {e}", to.join(name).display()))?;
+            std::fs::copy(&path, tmp.join(name))
+                .with_context(|| tmp.join(name).display().to_string())?;
         }
     }
+    crate::fsx::replace_dir(&tmp, to)?;
     Ok(())
 }

@@ -20,9 +20,22 @@ fn invalid(path: &Path, line: usize, msg: impl Into<String>) -> DataError {
     }
 }
 
-/// The lines of a UTF-8 text file, with a clear error on invalid UTF-8 (naming the line).
+/// A UTF-8 byte-order mark, which some editors put at the start of a file.
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// The file's bytes without a leading byte-order mark.
+fn read_text_bytes(path: &Path) -> Result<Vec<u8>, DataError> {
+    let mut bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
+    if bytes.starts_with(BOM) {
+        bytes.drain(..BOM.len());
+    }
+    Ok(bytes)
+}
+
+/// The lines of a UTF-8 text file, with a clear error on invalid UTF-8 (naming the line). A
+/// leading byte-order mark is skipped.
 fn read_lines(path: &Path) -> Result<Vec<String>, DataError> {
-    let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
+    let bytes = read_text_bytes(path)?;
     bytes
         .split(|&b| b == b'\n')
         .enumerate()
@@ -67,28 +80,33 @@ fn check_sample(s: &Sample) -> Result<(), String> {
         .map_err(|m| format!("sample `{}`: field `chart`: {m}", s.id))
 }
 
-/// Writes samples as chartrl JSONL, one per line, through `progress` (called per sample).
+/// Writes samples as chartrl JSONL, one per line. `keep_going` is called per sample; once it
+/// says no, the write stops with an error. The file appears only once complete: an
+/// interrupted write leaves the old file or none.
 pub fn write_jsonl<I>(
     path: &Path,
     samples: I,
-    mut progress: impl FnMut(),
+    mut keep_going: impl FnMut() -> bool,
 ) -> Result<usize, DataError>
 where
     I: IntoIterator<Item = Sample>,
 {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| DataError::io(dir, e))?;
-    }
-    let file = std::fs::File::create(path).map_err(|e| DataError::io(path, e))?;
-    let mut w = std::io::BufWriter::new(file);
+    let file_err = |e: crate::fsx::FileError| DataError::io(&e.path, e.source);
+    let mut w = crate::fsx::AtomicFile::create(path).map_err(file_err)?;
     let mut n = 0;
     for s in samples {
         let line = serde_json::to_string(&s).map_err(|e| invalid(path, n + 1, e.to_string()))?;
         writeln!(w, "{line}").map_err(|e| DataError::io(path, e))?;
         n += 1;
-        progress();
+        if !keep_going() {
+            return Err(invalid(
+                path,
+                0,
+                format!("stopped after {n} samples; the file was not written"),
+            ));
+        }
     }
-    w.flush().map_err(|e| DataError::io(path, e))?;
+    w.commit().map_err(file_err)?;
     Ok(n)
 }
 
@@ -103,7 +121,7 @@ struct ChartQaRecord {
 /// label}`); each chart's table is `tables/<imgname without extension>.csv` beside it, its
 /// header row naming the label column and the series.
 pub fn load_chartqa(path: &Path) -> Result<Vec<Sample>, DataError> {
-    let text = String::from_utf8(std::fs::read(path).map_err(|e| DataError::io(path, e))?)
+    let text = String::from_utf8(read_text_bytes(path)?)
         .map_err(|e| invalid(path, 0, format!("not valid UTF-8 ({e})")))?;
     let records: Vec<ChartQaRecord> = serde_json::from_str(&text).map_err(|e| {
         invalid(
@@ -150,9 +168,8 @@ pub fn load_chartqa(path: &Path) -> Result<Vec<Sample>, DataError> {
 
 /// A chart from a ChartQA table: header `label column, series...`, then one row per label.
 fn read_chart_csv(path: &Path, title: &str) -> Result<Chart, DataError> {
-    let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
-    let text =
-        String::from_utf8(bytes).map_err(|e| invalid(path, 0, format!("not valid UTF-8 ({e})")))?;
+    let text = String::from_utf8(read_text_bytes(path)?)
+        .map_err(|e| invalid(path, 0, format!("not valid UTF-8 ({e})")))?;
     let mut reader = csv::ReaderBuilder::new()
         .flexible(false)
         .from_reader(text.as_bytes());

@@ -22,14 +22,31 @@ fn draw_err(path: &Path, e: impl std::fmt::Display) -> DataError {
 pub fn render_chart(chart: &Chart, path: &Path, width: u32, height: u32) -> Result<(), DataError> {
     ensure_fonts();
     chart.validate().map_err(|m| draw_err(path, m))?;
-    let root = BitMapBackend::new(path, (width, height)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| draw_err(path, e))?;
-    let result = match chart.kind {
-        ChartKind::Pie => draw_pie(chart, &root),
-        _ => draw_xy(chart, &root),
-    };
-    result.map_err(|e| draw_err(path, e))?;
-    root.present().map_err(|e| draw_err(path, e))
+    if path
+        .extension()
+        .is_none_or(|e| !e.eq_ignore_ascii_case("png"))
+        || path.is_dir()
+    {
+        return Err(DataError::Invalid {
+            path: path.to_path_buf(),
+            line: 0,
+            msg: "charts are drawn as PNG: give a file name ending in .png".into(),
+        });
+    }
+    crate::fsx::write_with(path, |tmp| {
+        let root = BitMapBackend::new(tmp, (width, height)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| draw_err(path, e))?;
+        let result = match chart.kind {
+            ChartKind::Pie => draw_pie(chart, &root),
+            _ => draw_xy(chart, &root),
+        };
+        result.map_err(|e| draw_err(path, e))?;
+        root.present().map_err(|e| draw_err(path, e))
+    })
+    .map_err(|e| match e {
+        crate::fsx::WriteWithError::Writer(e) => e,
+        crate::fsx::WriteWithError::File(e) => DataError::io(&e.path, e.source),
+    })
 }
 
 type Area<'a> = DrawingArea<BitMapBackend<'a>, plotters::coord::Shift>;

@@ -48,8 +48,13 @@ pub enum ModelError {
     UnknownPreset { name: String, known: String },
     #[error("{path}: not a valid safetensors file: {msg}")]
     Safetensors { path: PathBuf, msg: String },
+    /// Writing a weights file failed (a full disk, a read-only directory).
+    #[error("{path}: cannot write: {msg}")]
+    Write { path: PathBuf, msg: String },
     #[error("{dir}: tensor `{name}` is missing")]
     MissingTensor { dir: PathBuf, name: String },
+    #[error("{dir}: tensor `{name}` holds NaN or infinite values (a diverged training run?)")]
+    NonFinite { dir: PathBuf, name: String },
     #[error("{dir}: tensor `{name}` has shape {found:?}, the config implies {expected:?}")]
     ShapeMismatch {
         dir: PathBuf,

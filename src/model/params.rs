@@ -62,6 +62,25 @@ impl Params {
         self.vars.is_empty()
     }
 
+    /// The name of the first parameter that holds a NaN or an infinity, if any. `x * 0` is 0
+    /// for a finite `x` and NaN otherwise: one sum per tensor and a single read-back.
+    pub fn first_non_finite(&self) -> Result<Option<String>> {
+        let sums = self
+            .vars
+            .values()
+            .map(|v| (v.as_tensor().to_dtype(DType::F32)? * 0.0)?.sum_all())
+            .collect::<candle_core::Result<Vec<Tensor>>>()?;
+        if sums.is_empty() {
+            return Ok(None);
+        }
+        let values = Tensor::stack(&sums, 0)?.to_vec1::<f32>()?;
+        Ok(values
+            .iter()
+            .zip(self.vars.keys())
+            .find(|(v, _)| !v.is_finite())
+            .map(|(_, name)| name.clone()))
+    }
+
     pub fn num_parameters(&self) -> usize {
         self.vars.values().map(|v| v.elem_count()).sum()
     }
@@ -132,7 +151,14 @@ impl Params {
             }
             tensors.insert(name, t.to_dtype(dtype)?);
         }
-        Self::from_tensors(tensors)
+        let params = Self::from_tensors(tensors)?;
+        if let Some(name) = params.first_non_finite()? {
+            return Err(ModelError::NonFinite {
+                dir: dir.to_path_buf(),
+                name,
+            });
+        }
+        Ok(params)
     }
 
     /// Writes every parameter to one safetensors file in `dtype`, atomically (temp + rename).
@@ -142,11 +168,20 @@ impl Params {
             let t = var.as_tensor().to_dtype(dtype)?.to_device(&Device::Cpu)?;
             tensors.push((name.clone(), t));
         }
-        let tmp = path.with_extension("safetensors.tmp");
+        let tmp = crate::fsx::temp_path(path);
         candle_core::safetensors::save(
             &tensors.into_iter().collect::<HashMap<String, Tensor>>(),
             &tmp,
-        )?;
+        )
+        .map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            ModelError::Write {
+                path: path.to_path_buf(),
+                msg: e.to_string(),
+            }
+        })?;
+        // safetensors writes through a private (0600) temporary; give it the usual mode.
+        crate::fsx::default_mode(&tmp).map_err(|e| ModelError::io(&e.path, e.source))?;
         std::fs::rename(&tmp, path).map_err(|e| ModelError::io(path, e))
     }
 }

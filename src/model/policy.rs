@@ -92,7 +92,18 @@ impl Policy {
         }
         let config = Qwen2Config::from_file(&cfg_path)?;
         let eos = config.eos_token_id.as_ref().map(|e| e.to_vec());
-        let tokenizer = ChatTokenizer::load(&dir.join("tokenizer.json"), eos)?;
+        let tok_path = dir.join("tokenizer.json");
+        let tokenizer = ChatTokenizer::load(&tok_path, eos)?;
+        if tokenizer.vocab_size() > config.vocab_size {
+            return Err(ModelError::Tokenizer {
+                path: tok_path,
+                msg: format!(
+                    "{} tokens, more than config.json's vocab_size {}: ids past it would index outside the embedding",
+                    tokenizer.vocab_size(),
+                    config.vocab_size
+                ),
+            });
+        }
         let params = Params::load_dir(dir, &config, dtype, device)?;
         tracing::info!(
             dir = %dir.display(),
@@ -116,9 +127,23 @@ impl Policy {
         let cfg = dir.join("config.json");
         let json = serde_json::to_string_pretty(&self.config.to_hf_json(torch_dtype))
             .map_err(|e| ModelError::json(&cfg, e))?;
-        std::fs::write(&cfg, json).map_err(|e| ModelError::io(&cfg, e))?;
+        crate::fsx::write(&cfg, json.as_bytes()).map_err(|e| ModelError::io(&e.path, e.source))?;
         self.tokenizer.save(&dir.join("tokenizer.json"))?;
         self.params.save(&dir.join("model.safetensors"), dtype)
+    }
+
+    /// [`Policy::save`] into a temporary directory beside `dir`, then put in the place of
+    /// whatever `dir` held: the directory is the old model or the new one, never a mix.
+    pub fn save_replacing(&self, dir: &Path) -> Result<()> {
+        let tmp = crate::fsx::temp_path(dir);
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp).map_err(|e| ModelError::io(&tmp, e))?;
+        }
+        if let Err(e) = self.save(&tmp) {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
+        crate::fsx::replace_dir(&tmp, dir).map_err(|e| ModelError::io(&e.path, e.source))
     }
 
     pub fn device(&self) -> &Device {
@@ -140,6 +165,11 @@ impl Policy {
             path,
             train,
         )?)
+    }
+
+    /// Whether a prompt of `prompt_len` tokens and `new_tokens` more fit the model's positions.
+    pub fn check_fits(&self, prompt_len: usize, new_tokens: usize) -> Result<()> {
+        self.check_len(prompt_len + new_tokens)
     }
 
     fn check_len(&self, len: usize) -> Result<()> {

@@ -93,12 +93,14 @@ impl ChatTokenizer {
     }
 
     pub fn save(&self, path: &Path) -> Result<()> {
-        self.inner
-            .save(path, false)
+        let json = self
+            .inner
+            .to_string(false)
             .map_err(|e| ModelError::Tokenizer {
                 path: path.to_path_buf(),
                 msg: e.to_string(),
-            })
+            })?;
+        crate::fsx::write(path, json.as_bytes()).map_err(|e| ModelError::io(&e.path, e.source))
     }
 
     /// Token ids of `text`; special tokens written in the text become their single ids.

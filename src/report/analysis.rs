@@ -163,6 +163,21 @@ pub fn warnings(d: &RunData) -> Vec<Warning> {
         }
         _ => {}
     }
+    let first_nan = d.non_finite.iter().min_by_key(|(_, s)| **s);
+    let message = match (&d.diverged, first_nan) {
+        (Some((_, said)), _) => Some(said.clone()),
+        (None, Some((key, step))) => Some(format!(
+            "`{key}` was NaN or infinite from step {step}: training diverged"
+        )),
+        (None, None) => None,
+    };
+    if let Some(message) = message {
+        out.push(Warning {
+            kind: "non_finite",
+            message,
+            fix: "lower learning_rate, or clip gradients with max_grad_norm (e.g. 1.0)",
+        });
+    }
     out.extend(gradient_spikes(steps("grad_norm")));
     if d.is_rl() {
         out.extend(reward_flat(&d.values("reward")));

@@ -270,6 +270,7 @@ pub fn interval_blocks(
     ];
     header.extend(ks.iter().map(|k| format!("pass@{k} (pp)")));
     let all = groups(rl);
+    let mut count = 0;
     for set in [headline, Set::Guessable] {
         let mut rows = Vec::new();
         for g in &all {
@@ -301,11 +302,19 @@ pub fn interval_blocks(
         if rows.is_empty() {
             continue;
         }
+        count += rows.len() * ks.len();
         b.push(Block::Heading(3, format!("On the {}", set.label())));
         b.push(Block::Table {
             header: header.clone(),
             rows,
         });
+    }
+    if count > 0 {
+        b.push(Block::Para(format!(
+            "{count} intervals: at {:.0}%, about {:.0} of them would exclude 0 by chance even if no mode differed, so a lone `higher` or `lower` is weak evidence; look for differences that hold across k, sizes and seeds.",
+            100.0 * LEVEL,
+            count as f64 * (1.0 - LEVEL)
+        )));
     }
     b
 }

@@ -42,6 +42,11 @@ pub struct RunData {
     pub questions: BTreeMap<String, Vec<QuestionResult>>,
     /// What the run trained on: `accuracy`, or `accuracy + 0.5 format` (RL runs).
     pub rewards: Option<String>,
+    /// Metrics that were NaN or infinite at some step (stored empty), with the first step.
+    pub non_finite: BTreeMap<String, usize>,
+    /// The step at which training diverged and what the run said, when it did: a run stops
+    /// at a non-finite loss, gradient norm or weight before recording that step.
+    pub diverged: Option<(usize, String)>,
     /// Kept completions of the last window of steps (see [`super::window`]).
     pub samples: Vec<SampleRow>,
 }
@@ -82,6 +87,12 @@ impl RunData {
             evals,
             questions,
             rewards: reward_description(&options["rewards"]),
+            non_finite: store.non_finite_steps(run.id)?.into_iter().collect(),
+            diverged: store
+                .events(run.id)?
+                .into_iter()
+                .find(|e| e.kind == "non_finite")
+                .map(|e| (e.step, e.message)),
             samples: store.samples(run.id, run.step.saturating_sub(super::window(run.step)))?,
             run: run.clone(),
         })

@@ -48,6 +48,8 @@ pub enum ReportError {
     Store(#[from] StoreError),
     #[error(transparent)]
     PassK(#[from] crate::eval::PassKError),
+    #[error(transparent)]
+    File(#[from] crate::fsx::FileError),
 }
 
 impl ReportError {
@@ -103,7 +105,7 @@ pub fn build(
     out: &Path,
     title: &str,
 ) -> Result<ReportOutput, ReportError> {
-    std::fs::create_dir_all(out).map_err(|e| ReportError::io(out, e))?;
+    crate::fsx::create_dir_all(out)?;
     let mut data = runs
         .iter()
         .map(|r| RunData::load(store, r))
@@ -181,10 +183,9 @@ pub fn build(
     blocks.extend(run_blocks);
 
     let md = out.join("report.md");
-    std::fs::write(&md, doc::markdown(&blocks)).map_err(|e| ReportError::io(&md, e))?;
+    crate::fsx::write(&md, doc::markdown(&blocks).as_bytes())?;
     let html = out.join("report.html");
-    std::fs::write(&html, doc::html(title, &blocks, out)?)
-        .map_err(|e| ReportError::io(&html, e))?;
+    crate::fsx::write(&html, doc::html(title, &blocks, out)?.as_bytes())?;
     files.push(md);
     files.push(html);
     Ok(ReportOutput {
@@ -211,9 +212,9 @@ fn write_summaries(out: &Path, data: &[RunData]) -> Result<Summaries, ReportErro
         let w = warnings(d);
         let text = summary_text(d, &s, &w);
         let dir = out.join("runs").join(&d.run.name);
-        std::fs::create_dir_all(&dir).map_err(|e| ReportError::io(&dir, e))?;
+        crate::fsx::create_dir_all(&dir)?;
         let path = dir.join("summary.txt");
-        std::fs::write(&path, &text).map_err(|e| ReportError::io(&path, e))?;
+        crate::fsx::write(&path, text.as_bytes())?;
         files.push(path);
         blocks.push(Block::Heading(3, format!("{} — {}", d.label, d.run.name)));
         blocks.push(Block::Pre(text));

@@ -65,10 +65,16 @@ fn canvas(
     draw: impl FnOnce(&Area) -> DrawResult,
 ) -> Result<(), ReportError> {
     ensure_fonts();
-    let root = BitMapBackend::new(path, size).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| fail(path, e))?;
-    draw(&root).map_err(|e| fail(path, e))?;
-    root.present().map_err(|e| fail(path, e))
+    crate::fsx::write_with(path, |tmp| {
+        let root = BitMapBackend::new(tmp, size).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| fail(path, e))?;
+        draw(&root).map_err(|e| fail(path, e))?;
+        root.present().map_err(|e| fail(path, e))
+    })
+    .map_err(|e| match e {
+        crate::fsx::WriteWithError::Writer(e) => e,
+        crate::fsx::WriteWithError::File(e) => e.into(),
+    })
 }
 
 /// A figure of step curves with the legend in a column on the right.

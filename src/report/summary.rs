@@ -56,7 +56,23 @@ pub fn summary_text(d: &RunData, s: &Summary, warnings: &[Warning]) -> String {
             d.kept_total().map_or("-".into(), |k| format!("{k:.0}"))
         );
     }
-    let _ = writeln!(t, "  Final loss: {}", num(s.final_loss, 4));
+    let diverged_at = d
+        .non_finite
+        .get("loss")
+        .copied()
+        .or(d.diverged.as_ref().map(|(step, _)| *step));
+    match diverged_at {
+        Some(step) => {
+            let _ = writeln!(
+                t,
+                "  Final loss: not finite (training diverged at step {step}; the last finite loss was {})",
+                num(s.final_loss, 4)
+            );
+        }
+        None => {
+            let _ = writeln!(t, "  Final loss: {}", num(s.final_loss, 4));
+        }
+    }
     match s.loss_reduction_pct() {
         Some(p) => {
             let p = if p.abs() < 0.05 { 0.0 } else { p };

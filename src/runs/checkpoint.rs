@@ -61,7 +61,8 @@ fn fsync(path: &Path) -> Result<(), RunError> {
         .map_err(|e| RunError::io(path, e))
 }
 
-/// Writes the trainer's checkpoint under `root/rel` and returns its store row.
+/// Writes the trainer's checkpoint under `root/rel` and returns its store row. On failure (a
+/// full disk) the temporary directory is removed and nothing is left behind.
 pub fn write(root: &Path, rel: &str, trainer: &dyn Resumable) -> Result<CheckpointRow, RunError> {
     let dir = root.join(rel);
     let parent = dir.parent().unwrap_or(root).to_path_buf();
@@ -73,33 +74,15 @@ pub fn write(root: &Path, rel: &str, trainer: &dyn Resumable) -> Result<Checkpoi
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp).map_err(|e| RunError::io(&tmp, e))?;
     }
-    std::fs::create_dir_all(&tmp).map_err(|e| RunError::io(&tmp, e))?;
     let step = trainer.step();
-
-    trainer.policy().save(&tmp)?;
-    fault_point("files", step);
-    save_optimizer(&tmp.join(OPTIMIZER_FILE), trainer.optimizer())?;
-    let state = TrainerState {
-        format: FORMAT,
-        chartrl_version: env!("CARGO_PKG_VERSION").into(),
-        total_steps: trainer.total_steps(),
-        optimizer_step: trainer.optimizer().step,
-        adamw: trainer.optimizer().config,
-        cursor: trainer.cursor(),
-        config: trainer.config_value(),
+    let written = write_files(&tmp, trainer).and_then(|()| sha256_dir(&tmp, |_| true));
+    let (sha256, size) = match written {
+        Ok(hash) => hash,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
     };
-    let state_path = tmp.join(STATE_FILE);
-    let json = serde_json::to_string_pretty(&state).map_err(|e| RunError::Checkpoint {
-        path: state_path.clone(),
-        msg: e.to_string(),
-    })?;
-    std::fs::write(&state_path, json).map_err(|e| RunError::io(&state_path, e))?;
-
-    for entry in std::fs::read_dir(&tmp).map_err(|e| RunError::io(&tmp, e))? {
-        fsync(&entry.map_err(|e| RunError::io(&tmp, e))?.path())?;
-    }
-    fsync(&tmp)?;
-    let (sha256, size) = sha256_dir(&tmp, |_| true)?;
     fault_point("rename", step);
     if dir.exists() {
         // Left by a crash between the rename and the store row: not recorded, so not trusted.
@@ -117,6 +100,33 @@ pub fn write(root: &Path, rel: &str, trainer: &dyn Resumable) -> Result<Checkpoi
     })
 }
 
+/// The checkpoint's files in `tmp`, each fsynced, and the directory too.
+fn write_files(tmp: &Path, trainer: &dyn Resumable) -> Result<(), RunError> {
+    std::fs::create_dir_all(tmp).map_err(|e| RunError::io(tmp, e))?;
+    trainer.policy().save(tmp)?;
+    fault_point("files", trainer.step());
+    save_optimizer(&tmp.join(OPTIMIZER_FILE), trainer.optimizer())?;
+    let state = TrainerState {
+        format: FORMAT,
+        chartrl_version: env!("CARGO_PKG_VERSION").into(),
+        total_steps: trainer.total_steps(),
+        optimizer_step: trainer.optimizer().step,
+        adamw: trainer.optimizer().config,
+        cursor: trainer.cursor(),
+        config: trainer.config_value(),
+    };
+    let state_path = tmp.join(STATE_FILE);
+    let json = serde_json::to_string_pretty(&state).map_err(|e| RunError::Checkpoint {
+        path: state_path.clone(),
+        msg: e.to_string(),
+    })?;
+    std::fs::write(&state_path, json).map_err(|e| RunError::io(&state_path, e))?;
+    for entry in std::fs::read_dir(tmp).map_err(|e| RunError::io(tmp, e))? {
+        fsync(&entry.map_err(|e| RunError::io(tmp, e))?.path())?;
+    }
+    fsync(tmp)
+}
+
 fn save_optimizer(path: &Path, opt: &AdamW) -> Result<(), RunError> {
     let mut tensors: HashMap<String, Tensor> = HashMap::new();
     for (prefix, map) in [("m", &opt.m), ("v", &opt.v)] {
@@ -129,8 +139,11 @@ fn save_optimizer(path: &Path, opt: &AdamW) -> Result<(), RunError> {
         let marker = Tensor::zeros(1, DType::F32, &candle_core::Device::Cpu)?;
         tensors.insert("empty".into(), marker);
     }
-    candle_core::safetensors::save(&tensors, path)?;
-    Ok(())
+    candle_core::safetensors::save(&tensors, path).map_err(|e| RunError::Checkpoint {
+        path: path.to_path_buf(),
+        msg: format!("cannot write: {e}"),
+    })?;
+    crate::fsx::default_mode(path).map_err(|e| RunError::io(&e.path, e.source))
 }
 
 /// Whether the checkpoint at `root/row.path` still matches its row (`Err` text says why not).

@@ -226,8 +226,12 @@ pub fn plan(req: &TrainRequest) -> Result<NewRun, RunError> {
     Ok(new)
 }
 
-/// The run this warm-start request names.
+/// The run this warm-start request names (its options checked first).
 pub fn plan_warm_start(req: &WarmStartRequest) -> Result<NewRun, RunError> {
+    req.config.validate().map_err(|msg| TrainError::Config {
+        origin: "warm_start".into(),
+        msg,
+    })?;
     let options = serde_json::to_value(&req.config).unwrap_or_default();
     let mut new = plan_run(
         Kind::WarmStart,
@@ -364,8 +368,9 @@ fn load_policy(dir: &Path) -> Result<Policy, RunError> {
     Ok(Policy::load(dir, &dev, default_dtype(&dev))?)
 }
 
-/// Finds or creates the run; returns it if done, else claims it and drives the trainer
-/// `build` makes, recording the ending status.
+/// Returns the run if it is done; else builds its trainer with `build` (which checks the
+/// options, data and model: a bad input is an error before any run is recorded), then
+/// creates or finds the run, claims it and drives the trainer, recording how it ended.
 fn execute(
     store: &mut Store,
     new: &NewRun,
@@ -373,18 +378,18 @@ fn execute(
     obs: &mut dyn Observer,
     build: impl FnOnce() -> Result<Box<dyn Resumable>, RunError>,
 ) -> Result<TrainOutcome, RunError> {
-    let (run, _) = store.find_or_create_run(new)?;
-    let model_dir = store.root().join(&run.name).join("model");
-    if run.status == Status::Done {
-        return Ok(TrainOutcome {
-            run,
-            ending: Ending::AlreadyDone,
-            resumed_from: None,
-            steps_done: 0,
-            seconds: 0.0,
-            model_dir,
-        });
+    if let Some(run) = store.run_by_identity(&new.identity)? {
+        if run.status == Status::Done {
+            return Ok(already_done(store, run));
+        }
     }
+    let mut trainer = build()?;
+    let (run, _) = store.find_or_create_run(new)?;
+    if run.status == Status::Done {
+        // Another process finished it while this one built its trainer.
+        return Ok(already_done(store, run));
+    }
+    let model_dir = store.root().join(&run.name).join("model");
     let me = Owner::current();
     let run = store.claim(&run, &me, claim.stale_after, claim.force)?;
     let _heartbeat = Heartbeat::start(
@@ -393,21 +398,89 @@ fn execute(
         me.token.clone(),
         claim.heartbeat_every,
     );
-    let result = build()
-        .and_then(|mut trainer| drive(store, &run, &me.token, trainer.as_mut(), &model_dir, obs));
+    let result = drive(store, &run, &me.token, trainer.as_mut(), &model_dir, obs);
     let (status, error) = match &result {
         Ok(o) if o.ending == Ending::Finished => (Status::Done, None),
         Ok(_) => (Status::Interrupted, None),
-        Err(RunError::Store(StoreError::LeaseLost(_))) => return result,
+        Err(RunError::Store(StoreError::LeaseLost(_) | StoreError::Vanished { .. })) => {
+            return result
+        }
+        // A full disk stops the run, it does not fail it: free space and it resumes.
+        Err(e) if crate::fsx::is_out_of_space(e) => (Status::Interrupted, Some(e.to_string())),
         Err(e) => (Status::Failed, Some(e.to_string())),
     };
-    store.release(&run, &me, status, error.as_deref())?;
+    let recorded = record_ending(store, &run, &me, status, &result, error.as_deref());
     let mut outcome = result.map_err(|e| RunError::InRun {
         run: run.name.clone(),
         source: Box::new(e),
     })?;
+    recorded?;
     outcome.run = store.run_by_id(run.id)?;
     Ok(outcome)
+}
+
+/// Records how the run ended: an event for a failure, then its final status. When the
+/// training error was a full disk, a store on that disk may refuse these writes too; the
+/// run then shows as crashed, which the same command resumes just the same.
+fn record_ending(
+    store: &mut Store,
+    run: &Run,
+    me: &Owner,
+    status: Status,
+    result: &Result<TrainOutcome, RunError>,
+    error: Option<&str>,
+) -> Result<(), RunError> {
+    let write = |store: &mut Store| -> Result<(), RunError> {
+        if let (Err(e), Some(message)) = (result, error) {
+            let step = store.run_by_id(run.id)?.step;
+            store.add_event(run.id, &failure_event(e, message, step))?;
+        }
+        Ok(store.release(run, me, status, error)?)
+    };
+    match write(store) {
+        Err(_)
+            if result
+                .as_ref()
+                .is_err_and(|e| crate::fsx::is_out_of_space(e)) =>
+        {
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+/// The outcome of asking for a run that is already done.
+fn already_done(store: &Store, run: Run) -> TrainOutcome {
+    let model_dir = store.root().join(&run.name).join("model");
+    TrainOutcome {
+        run,
+        ending: Ending::AlreadyDone,
+        resumed_from: None,
+        steps_done: 0,
+        seconds: 0.0,
+        model_dir,
+    }
+}
+
+/// The event a run that ended in an error records: `non_finite` (naming the step and the
+/// quantity) when training diverged, `disk_full` when the disk filled, else `failed`.
+fn failure_event(e: &RunError, message: &str, step: usize) -> EventRow {
+    let diverged = match e {
+        RunError::Train(TrainError::NonFinite { step, .. }) => Some(*step),
+        _ => None,
+    };
+    let kind = match (diverged, crate::fsx::is_out_of_space(e)) {
+        (Some(_), _) => "non_finite",
+        (None, true) => "disk_full",
+        (None, false) => "failed",
+    };
+    EventRow {
+        step: diverged.unwrap_or(step),
+        level: "alert".into(),
+        kind: kind.into(),
+        message: message.to_string(),
+        time: crate::store::now(),
+    }
 }
 
 /// The claimed run's training: restore, step, record, checkpoint, finish.
@@ -426,6 +499,17 @@ fn drive(
     let first = trainer.step();
     let total = trainer.total_steps();
     obs.on_start(trainer.phase(), first, total);
+    if resumed_from.is_none() && run.step > 0 {
+        obs.on_event(&Event {
+            step: 0,
+            level: crate::train::Level::Warning,
+            kind: "restarted",
+            message: format!(
+                "run `{}` had reached step {}, but none of its checkpoints is usable (deleted or corrupt): starting over from step 0",
+                run.name, run.step
+            ),
+        });
+    }
 
     let mut stopped = false;
     while trainer.step() < total {
@@ -449,6 +533,7 @@ fn drive(
                 lease: Some(lease),
             },
         )?;
+        store.check_still_here()?;
         let done = trainer.step();
         if save_steps > 0 && done.is_multiple_of(save_steps) && done < total {
             save_checkpoint(store, run, &root, trainer, keep)?;
@@ -584,15 +669,7 @@ fn save_checkpoint(
 
 /// Saves the final model through a temporary directory, replacing any earlier one.
 fn save_model(policy: &Policy, dir: &Path) -> Result<(), RunError> {
-    let tmp = dir.with_file_name(".tmp-model");
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).map_err(|e| RunError::io(&tmp, e))?;
-    }
-    policy.save(&tmp)?;
-    if dir.exists() {
-        std::fs::remove_dir_all(dir).map_err(|e| RunError::io(dir, e))?;
-    }
-    std::fs::rename(&tmp, dir).map_err(|e| RunError::io(dir, e))
+    Ok(policy.save_replacing(dir)?)
 }
 
 /// The store rows of a step's kept completions.

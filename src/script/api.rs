@@ -79,6 +79,7 @@ pub(crate) struct Host {
     cwd: PathBuf,
     ast: Arc<AST>,
     lines: Vec<RunLine>,
+    clock: Arc<super::engine::ScriptClock>,
 }
 
 type HostRef = Arc<Mutex<Host>>;
@@ -90,6 +91,7 @@ impl Host {
         cwd: PathBuf,
         obs: Box<dyn ExecObserver>,
         ast: Arc<AST>,
+        clock: Arc<super::engine::ScriptClock>,
     ) -> Result<Self, ScriptError> {
         // A dry pass never creates the store.
         let store = if dry && !opts.db.is_file() {
@@ -112,6 +114,7 @@ impl Host {
             cwd,
             ast,
             lines: Vec::new(),
+            clock,
         })
     }
 
@@ -432,7 +435,13 @@ impl Host {
                 })
             }
             Err(e) => {
-                let line = self.line(&new.name, &what, Action::Failed, 0, new.total_steps, None);
+                let busy = matches!(e, RunError::Store(crate::store::StoreError::Busy { .. }));
+                let action = if busy { Action::Busy } else { Action::Failed };
+                let reached = self
+                    .store
+                    .run_by_identity(&new.identity)?
+                    .map_or(0, |r| r.step);
+                let line = self.line(&new.name, &what, action, reached, new.total_steps, None);
                 self.obs.on_run(&new.name, Some(&line));
                 if keep_going {
                     self.obs.on_log(&format!(
@@ -659,7 +668,10 @@ fn with<T>(
     f: impl FnOnce(&mut Host) -> Result<T, Stop>,
 ) -> Result<T, Box<EvalAltResult>> {
     let mut guard = host.lock().unwrap_or_else(|p| p.into_inner());
-    f(&mut guard).map_err(|stop| {
+    let started = std::time::Instant::now();
+    let result = f(&mut guard);
+    guard.clock.add_host(started.elapsed());
+    result.map_err(|stop| {
         Box::new(match stop {
             Stop::Error(msg) => EvalAltResult::ErrorRuntime(msg.into(), Position::NONE),
             Stop::Interrupted(msg) => EvalAltResult::ErrorTerminated(msg.into(), Position::NONE),
@@ -710,7 +722,9 @@ pub(crate) fn register(engine: &mut Engine, host: &HostRef) {
     let h = host.clone();
     engine.register_fn("experiment", move |name: &str| {
         with(&h, |host| {
-            crate::runs::identity::check_name(name).map_err(|e| e.to_string())?;
+            crate::runs::identity::check_name(name).map_err(|_| {
+                format!("experiment(\"{name}\"): use letters, digits, `.`, `_` and `-` (not starting with `.`)")
+            })?;
             host.experiment = name.to_string();
             Ok(())
         })

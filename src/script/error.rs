@@ -32,6 +32,13 @@ pub(crate) fn from_rhai(path: &Path, source: &str, err: &EvalAltResult) -> Scrip
     let pos = err.position();
     let location = locate(&file, pos);
     if let EvalAltResult::ErrorTerminated(reason, _) = err {
+        if let Some(super::engine::TimeLimit(message)) = reason.clone().try_cast() {
+            return ScriptError::Script {
+                location,
+                message,
+                snippet: snippet(&text, pos),
+            };
+        }
         return ScriptError::Interrupted {
             location,
             message: reason.to_string(),
@@ -82,6 +89,14 @@ fn locate(file: &Path, pos: Position) -> String {
 fn message(err: &EvalAltResult) -> String {
     let text = match err {
         EvalAltResult::ErrorRuntime(value, _) => value.to_string(),
+        EvalAltResult::ErrorTooManyOperations(_) => format!(
+            "the script ran more than {} million operations (a loop that never ends?)",
+            super::engine::MAX_OPERATIONS / 1_000_000
+        ),
+        EvalAltResult::ErrorStackOverflow(_) => format!(
+            "calls nested more than {} deep (a function that calls itself without end?)",
+            super::engine::MAX_CALL_LEVELS
+        ),
         other => other.to_string(),
     };
     match text.rfind(" (line ") {

@@ -34,6 +34,8 @@ pub struct ExecOptions {
     pub db: PathBuf,
     /// Holds a signal number once the script should stop (between steps, and in loops).
     pub stop: Option<Arc<AtomicUsize>>,
+    /// The wall time the script may run outside training, evaluation and reports.
+    pub time_limit: std::time::Duration,
 }
 
 /// What happened to a run the script asked for.
@@ -47,6 +49,8 @@ pub enum Action {
     /// Already done: its results were reused.
     Reused,
     Failed,
+    /// Another process was training it, so this one did not.
+    Busy,
     WouldStart,
     WouldResume,
     WouldReuse,
@@ -59,6 +63,7 @@ impl Action {
             Action::Resumed => "resumed",
             Action::Reused => "reused",
             Action::Failed => "failed",
+            Action::Busy => "busy (another process trains it)",
             Action::WouldStart => "would start",
             Action::WouldResume => "would resume",
             Action::WouldReuse => "would reuse",

@@ -25,35 +25,39 @@ impl Store {
         name: &str,
         rows: &[QuestionResult],
     ) -> Result<(), StoreError> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        {
-            let mut insert = tx.prepare_cached(
-                "INSERT OR REPLACE INTO eval_questions
+        let path = self.path.clone();
+        (|| -> Result<(), StoreError> {
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            {
+                let mut insert = tx.prepare_cached(
+                    "INSERT OR REPLACE INTO eval_questions
                  (run_id, step, name, idx, prompt_id, n, correct, formatted, truncated, tokens,
                   qtype, chance)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-            )?;
-            for q in rows {
-                insert.execute(rusqlite::params![
-                    run_id,
-                    step as i64,
-                    name,
-                    q.index as i64,
-                    q.prompt_id,
-                    q.n as i64,
-                    q.correct as i64,
-                    q.formatted as i64,
-                    q.truncated as i64,
-                    q.tokens as i64,
-                    q.question_type,
-                    q.chance,
-                ])?;
+                )?;
+                for q in rows {
+                    insert.execute(rusqlite::params![
+                        run_id,
+                        step as i64,
+                        name,
+                        q.index as i64,
+                        q.prompt_id,
+                        q.n as i64,
+                        q.correct as i64,
+                        q.formatted as i64,
+                        q.truncated as i64,
+                        q.tokens as i64,
+                        q.question_type,
+                        q.chance,
+                    ])?;
+                }
             }
-        }
-        tx.commit()?;
-        Ok(())
+            tx.commit()?;
+            Ok(())
+        })()
+        .map_err(|e| e.at(&path))
     }
 
     /// The stored question results of an evaluation, by question index.

@@ -100,6 +100,8 @@ impl Store {
         stale_after: Duration,
         force: bool,
     ) -> Result<Run, StoreError> {
+        let path = self.path.clone();
+        (|| -> Result<Run, StoreError> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -145,6 +147,8 @@ impl Store {
         )?;
         tx.commit()?;
         self.run_by_id(run.id)
+    })()
+        .map_err(|e| e.at(&path))
     }
 
     /// Ends `me`'s claim on `run` with a final status (and the error text for `failed`).
@@ -155,22 +159,26 @@ impl Store {
         status: Status,
         error: Option<&str>,
     ) -> Result<(), StoreError> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let t = now();
-        let finished = (status == Status::Done).then_some(t);
-        let n = tx.execute(
-            "UPDATE runs SET status = ?3, error = ?4, updated_at = ?5, finished_at = ?6,
+        let path = self.path.clone();
+        (|| -> Result<(), StoreError> {
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let t = now();
+            let finished = (status == Status::Done).then_some(t);
+            let n = tx.execute(
+                "UPDATE runs SET status = ?3, error = ?4, updated_at = ?5, finished_at = ?6,
                              lease = NULL, pid = NULL, pid_start = NULL
              WHERE id = ?1 AND lease = ?2",
-            rusqlite::params![run.id, me.token, status.as_str(), error, t, finished],
-        )?;
-        tx.commit()?;
-        if n == 0 {
-            return Err(StoreError::LeaseLost(run.name.clone()));
-        }
-        Ok(())
+                rusqlite::params![run.id, me.token, status.as_str(), error, t, finished],
+            )?;
+            tx.commit()?;
+            if n == 0 {
+                return Err(StoreError::LeaseLost(run.name.clone()));
+            }
+            Ok(())
+        })()
+        .map_err(|e| e.at(&path))
     }
 
     /// Refreshes `me`'s heartbeat; `false` when the claim is no longer `me`'s.

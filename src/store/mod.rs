@@ -34,11 +34,16 @@ pub enum StoreError {
         path: PathBuf,
         source: rusqlite::Error,
     },
-    #[error("{path}: {source}")]
-    Dir {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error("cannot create the store's directory {path}: {msg}")]
+    Dir { path: PathBuf, msg: String },
+    #[error(
+        "{0} is not a chartrl run store (not an SQLite database); pass --db with the store's path"
+    )]
+    NotADatabase(PathBuf),
+    #[error("{0} is a directory; --db takes the store's file (e.g. runs/chartrl.db)")]
+    NotAFile(PathBuf),
+    #[error("the store {path} was {what} while this process used it; stopped, since nothing it records would be kept")]
+    Vanished { path: PathBuf, what: &'static str },
     #[error("{0}: no run store here (train something first, or pass --db)")]
     Missing(PathBuf),
     #[error("the store's schema is version {found}, newer than this chartrl understands ({supported}); upgrade chartrl")]
@@ -75,8 +80,48 @@ pub enum StoreError {
         run: String,
         source: serde_json::Error,
     },
+    /// The file system or the file failed the store, not chartrl: a full disk, a read-only
+    /// directory, a file that is not a database. The user can fix it.
+    #[error("{path}: {source}")]
+    Environment {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
     #[error(transparent)]
     Sql(#[from] rusqlite::Error),
+}
+
+impl StoreError {
+    /// This error with the store's path, when it is the environment's fault (see
+    /// [`environmental`]).
+    pub(crate) fn at(self, path: &Path) -> Self {
+        match self {
+            StoreError::Sql(e) if environmental(&e) => StoreError::Environment {
+                path: path.to_path_buf(),
+                source: e,
+            },
+            other => other,
+        }
+    }
+}
+
+/// Whether an SQLite failure is the environment's (disk full, I/O, permissions, not a
+/// database file) rather than a bug in chartrl's SQL.
+pub fn environmental(e: &rusqlite::Error) -> bool {
+    use rusqlite::ErrorCode::*;
+    matches!(
+        e.sqlite_error_code(),
+        Some(
+            DiskFull
+                | SystemIoFailure
+                | ReadOnly
+                | CannotOpen
+                | NotADatabase
+                | DatabaseCorrupt
+                | PermissionDenied
+                | FileLockingProtocolFailed
+        )
+    )
 }
 
 /// Where a run is in its life.
@@ -217,6 +262,22 @@ pub struct SampleRow {
 pub struct Store {
     conn: Connection,
     path: PathBuf,
+    /// The opened file's (device, inode), to notice it being deleted or replaced.
+    file_id: Option<(u64, u64)>,
+}
+
+/// A file's (device, inode) on Unix.
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
+    }
 }
 
 impl Store {
@@ -226,27 +287,55 @@ impl Store {
         Self::open_at(path, schema::CURRENT)
     }
 
-    /// Opens a store that must already exist (for read-only commands).
+    /// Opens a store that must already exist (for read-only commands). Where the normal
+    /// opening fails for the environment's sake (a full disk: WAL's shared-memory index cannot
+    /// grow), it opens in exclusive locking mode, where SQLite keeps that index in memory and
+    /// needs no disk space; such a reader holds its lock until it exits.
     pub fn open_existing(path: &Path) -> Result<Self, StoreError> {
         if !path.is_file() {
             return Err(StoreError::Missing(path.to_path_buf()));
         }
-        Self::open(path)
+        match Self::open_with(path, schema::CURRENT, false) {
+            Err(StoreError::Environment { .. }) => Self::open_with(path, schema::CURRENT, true),
+            Err(StoreError::Open { source, .. }) if environmental(&source) => {
+                Self::open_with(path, schema::CURRENT, true)
+            }
+            other => other,
+        }
     }
 
     /// Opens with the schema migrated only up to `version` (tests of migrations).
     pub(crate) fn open_at(path: &Path, version: u32) -> Result<Self, StoreError> {
+        Self::open_with(path, version, false)
+    }
+
+    fn open_with(path: &Path, version: u32, exclusive: bool) -> Result<Self, StoreError> {
         let open_err = |source| StoreError::Open {
             path: path.to_path_buf(),
             source,
         };
+        if path.is_dir() {
+            return Err(StoreError::NotAFile(path.to_path_buf()));
+        }
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| StoreError::Dir {
+            crate::fsx::create_dir_all(dir).map_err(|e| StoreError::Dir {
                 path: dir.to_path_buf(),
-                source: e,
+                msg: e.to_string(),
             })?;
         }
         let mut conn = Connection::open(path).map_err(open_err)?;
+        if exclusive {
+            conn.pragma_update(None, "locking_mode", "EXCLUSIVE")
+                .map_err(open_err)?;
+        }
+        // Reading the schema version fails at once on a file that is not an SQLite database.
+        conn.query_row("PRAGMA schema_version", [], |r| r.get::<_, i64>(0))
+            .map_err(|e| match e.sqlite_error_code() {
+                Some(rusqlite::ErrorCode::NotADatabase) => {
+                    StoreError::NotADatabase(path.to_path_buf())
+                }
+                _ => open_err(e),
+            })?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(open_err)?;
@@ -257,7 +346,25 @@ impl Store {
         schema::migrate(&mut conn, version)?;
         Ok(Self {
             conn,
+            file_id: file_id(path),
             path: path.to_path_buf(),
+        })
+    }
+
+    /// Errs when the store's file is no longer the one this connection opened (deleted, or
+    /// replaced by another file): writes would go nowhere anyone reads.
+    pub fn check_still_here(&self) -> Result<(), StoreError> {
+        let Some(opened) = self.file_id else {
+            return Ok(());
+        };
+        let what = match file_id(&self.path) {
+            None => "deleted",
+            Some(now) if now != opened => "replaced by another file",
+            Some(_) => return Ok(()),
+        };
+        Err(StoreError::Vanished {
+            path: self.path.clone(),
+            what,
         })
     }
 
@@ -290,67 +397,71 @@ impl Store {
     /// The run with this identity, or a new `queued` one. A name already used by another
     /// identity is an error.
     pub fn find_or_create_run(&mut self, new: &NewRun) -> Result<(Run, bool), StoreError> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let existing: Option<i64> = tx
-            .query_row(
-                "SELECT id FROM runs WHERE identity = ?1",
-                [&new.identity],
-                |r| r.get(0),
-            )
-            .optional()?;
-        if let Some(id) = existing {
-            tx.commit()?;
-            return Ok((self.run_by_id(id)?, false));
-        }
-        let clash: Option<String> = tx
-            .query_row(
-                "SELECT identity FROM runs WHERE name = ?1",
-                [&new.name],
-                |r| r.get(0),
-            )
-            .optional()?;
-        if let Some(identity) = clash {
-            return Err(StoreError::NameTaken {
-                name: new.name.clone(),
-                identity: identity[..12.min(identity.len())].to_string(),
-            });
-        }
-        let now = now();
-        let experiment_id: Option<i64> = match &new.experiment {
-            Some(name) => {
-                tx.execute(
-                    "INSERT OR IGNORE INTO experiments (name, created_at) VALUES (?1, ?2)",
-                    rusqlite::params![name, now],
-                )?;
-                Some(
-                    tx.query_row("SELECT id FROM experiments WHERE name = ?1", [name], |r| {
-                        r.get(0)
-                    })?,
+        let path = self.path.clone();
+        (|| -> Result<(Run, bool), StoreError> {
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let existing: Option<i64> = tx
+                .query_row(
+                    "SELECT id FROM runs WHERE identity = ?1",
+                    [&new.identity],
+                    |r| r.get(0),
                 )
+                .optional()?;
+            if let Some(id) = existing {
+                tx.commit()?;
+                return Ok((self.run_by_id(id)?, false));
             }
-            None => None,
-        };
-        tx.execute(
-            "INSERT INTO runs (identity, name, experiment_id, kind, mode, config, status, step,
+            let clash: Option<String> = tx
+                .query_row(
+                    "SELECT identity FROM runs WHERE name = ?1",
+                    [&new.name],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let Some(identity) = clash {
+                return Err(StoreError::NameTaken {
+                    name: new.name.clone(),
+                    identity: identity[..12.min(identity.len())].to_string(),
+                });
+            }
+            let now = now();
+            let experiment_id: Option<i64> = match &new.experiment {
+                Some(name) => {
+                    tx.execute(
+                        "INSERT OR IGNORE INTO experiments (name, created_at) VALUES (?1, ?2)",
+                        rusqlite::params![name, now],
+                    )?;
+                    Some(tx.query_row(
+                        "SELECT id FROM experiments WHERE name = ?1",
+                        [name],
+                        |r| r.get(0),
+                    )?)
+                }
+                None => None,
+            };
+            tx.execute(
+                "INSERT INTO runs (identity, name, experiment_id, kind, mode, config, status, step,
                                total_steps, created_at, updated_at, version)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'queued', 0, ?7, ?8, ?8, ?9)",
-            rusqlite::params![
-                new.identity,
-                new.name,
-                experiment_id,
-                new.kind.as_str(),
-                new.mode,
-                new.config.to_string(),
-                new.total_steps as i64,
-                now,
-                env!("CARGO_PKG_VERSION"),
-            ],
-        )?;
-        let id = tx.last_insert_rowid();
-        tx.commit()?;
-        Ok((self.run_by_id(id)?, true))
+                rusqlite::params![
+                    new.identity,
+                    new.name,
+                    experiment_id,
+                    new.kind.as_str(),
+                    new.mode,
+                    new.config.to_string(),
+                    new.total_steps as i64,
+                    now,
+                    env!("CARGO_PKG_VERSION"),
+                ],
+            )?;
+            let id = tx.last_insert_rowid();
+            tx.commit()?;
+            Ok((self.run_by_id(id)?, true))
+        })()
+        .map_err(|e| e.at(&path))
     }
 }
 

@@ -322,6 +322,18 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// For each metric that was ever NaN or infinite (stored as NULL), the first such step.
+    pub fn non_finite_steps(&self, run_id: i64) -> Result<Vec<(String, usize)>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT key, MIN(step) FROM metrics WHERE run_id = ?1 AND value IS NULL
+             GROUP BY key ORDER BY key",
+        )?;
+        let rows = stmt.query_map([run_id], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?.max(0) as usize))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// The runs of the experiment `name`, oldest first; `None` when there is no such
     /// experiment.
     pub fn experiment_runs(&self, name: &str) -> Result<Option<Vec<Run>>, StoreError> {

@@ -127,6 +127,11 @@ pub(crate) const CURRENT: u32 = MIGRATIONS.len() as u32;
 
 /// Brings the file up to `target` (at most `CURRENT`); refuses a file from a newer chartrl.
 pub(crate) fn migrate(conn: &mut Connection, target: u32) -> Result<u32, StoreError> {
+    // Up to date: no write at all, so read-only commands work on a full disk.
+    let seen: u32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if seen >= target && seen <= CURRENT {
+        return Ok(seen);
+    }
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let found: u32 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     if found > CURRENT {

@@ -23,89 +23,97 @@ impl Store {
     /// Records one step: its metrics (history and latest value), events and kept completions,
     /// and moves the run's step counter, all in one transaction.
     pub fn log_step(&mut self, run_id: i64, rec: &StepRecord) -> Result<(), StoreError> {
-        let t = now();
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        if let Some(token) = rec.lease {
-            let (holder, name): (Option<String>, String) = tx
-                .prepare_cached("SELECT lease, name FROM runs WHERE id = ?1")?
-                .query_row([run_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            if holder.as_deref() != Some(token) {
-                return Err(StoreError::LeaseLost(name));
+        let path = self.path.clone();
+        (|| -> Result<(), StoreError> {
+            let t = now();
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            if let Some(token) = rec.lease {
+                let (holder, name): (Option<String>, String) = tx
+                    .prepare_cached("SELECT lease, name FROM runs WHERE id = ?1")?
+                    .query_row([run_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                if holder.as_deref() != Some(token) {
+                    return Err(StoreError::LeaseLost(name));
+                }
             }
-        }
-        {
-            let mut metric = tx.prepare_cached(
-                "INSERT OR REPLACE INTO metrics (run_id, key, step, value, time)
+            {
+                let mut metric = tx.prepare_cached(
+                    "INSERT OR REPLACE INTO metrics (run_id, key, step, value, time)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?;
-            let mut latest = tx.prepare_cached(
-                "INSERT INTO latest_metrics (run_id, key, step, value, time)
+                )?;
+                let mut latest = tx.prepare_cached(
+                    "INSERT INTO latest_metrics (run_id, key, step, value, time)
                  VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT (run_id, key) DO UPDATE
                  SET step = excluded.step, value = excluded.value, time = excluded.time
                  WHERE excluded.step >= latest_metrics.step",
-            )?;
-            for (key, value) in rec.values.into_iter().flatten() {
-                let v = value.is_finite().then_some(*value);
-                let params = rusqlite::params![run_id, key, rec.step as i64, v, t];
-                metric.execute(params)?;
-                latest.execute(params)?;
-            }
-            if !rec.events.is_empty() {
-                let mut event = tx.prepare_cached(
-                    "INSERT INTO events (run_id, step, level, kind, message, time)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 )?;
-                for e in rec.events {
-                    event.execute(rusqlite::params![
-                        run_id,
-                        e.step as i64,
-                        e.level,
-                        e.kind,
-                        e.message,
-                        e.time
-                    ])?;
+                for (key, value) in rec.values.into_iter().flatten() {
+                    let v = value.is_finite().then_some(*value);
+                    let params = rusqlite::params![run_id, key, rec.step as i64, v, t];
+                    metric.execute(params)?;
+                    latest.execute(params)?;
                 }
-            }
-            if !rec.samples.is_empty() {
-                let mut sample = tx.prepare_cached(
-                    "INSERT OR REPLACE INTO samples
+                if !rec.events.is_empty() {
+                    let mut event = tx.prepare_cached(
+                        "INSERT INTO events (run_id, step, level, kind, message, time)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    )?;
+                    for e in rec.events {
+                        event.execute(rusqlite::params![
+                            run_id,
+                            e.step as i64,
+                            e.level,
+                            e.kind,
+                            e.message,
+                            e.time
+                        ])?;
+                    }
+                }
+                if !rec.samples.is_empty() {
+                    let mut sample = tx.prepare_cached(
+                        "INSERT OR REPLACE INTO samples
                  (run_id, step, rank, prompt_id, completion, rewards, reward, advantage)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                )?;
-                for s in rec.samples {
-                    sample.execute(rusqlite::params![
-                        run_id,
-                        s.step as i64,
-                        s.rank,
-                        s.prompt_id,
-                        s.completion,
-                        s.rewards.to_string(),
-                        s.reward,
-                        s.advantage
-                    ])?;
+                    )?;
+                    for s in rec.samples {
+                        sample.execute(rusqlite::params![
+                            run_id,
+                            s.step as i64,
+                            s.rank,
+                            s.prompt_id,
+                            s.completion,
+                            s.rewards.to_string(),
+                            s.reward,
+                            s.advantage
+                        ])?;
+                    }
                 }
-            }
-            tx.prepare_cached(
-                "UPDATE runs SET step = MAX(step, ?2), updated_at = ?3, heartbeat_at = ?3
+                tx.prepare_cached(
+                    "UPDATE runs SET step = MAX(step, ?2), updated_at = ?3, heartbeat_at = ?3
                  WHERE id = ?1",
-            )?
-            .execute(rusqlite::params![run_id, rec.step as i64 + 1, t])?;
-        }
-        tx.commit()?;
-        Ok(())
+                )?
+                .execute(rusqlite::params![run_id, rec.step as i64 + 1, t])?;
+            }
+            tx.commit()?;
+            Ok(())
+        })()
+        .map_err(|e| e.at(&path))
     }
 
     /// Runs one statement in its own `BEGIN IMMEDIATE` transaction.
     fn execute_one(&mut self, sql: &str, params: impl rusqlite::Params) -> Result<(), StoreError> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        tx.execute(sql, params)?;
-        tx.commit()?;
-        Ok(())
+        let path = self.path.clone();
+        (|| -> Result<(), StoreError> {
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute(sql, params)?;
+            tx.commit()?;
+            Ok(())
+        })()
+        .map_err(|e| e.at(&path))
     }
 
     /// One event outside a step's record (a skipped checkpoint, a resume).
@@ -121,36 +129,40 @@ impl Store {
     /// evaluations) and sets its step counter to `step`: what a resume from a checkpoint
     /// taken after `step` steps starts with.
     pub fn truncate_from(&mut self, run_id: i64, step: usize) -> Result<(), StoreError> {
-        let s = step as i64;
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        for table in [
-            "metrics",
-            "events",
-            "samples",
-            "evaluations",
-            "eval_questions",
-        ] {
+        let path = self.path.clone();
+        (|| -> Result<(), StoreError> {
+            let s = step as i64;
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            for table in [
+                "metrics",
+                "events",
+                "samples",
+                "evaluations",
+                "eval_questions",
+            ] {
+                tx.execute(
+                    &format!("DELETE FROM {table} WHERE run_id = ?1 AND step >= ?2"),
+                    rusqlite::params![run_id, s],
+                )?;
+            }
+            tx.execute("DELETE FROM latest_metrics WHERE run_id = ?1", [run_id])?;
             tx.execute(
-                &format!("DELETE FROM {table} WHERE run_id = ?1 AND step >= ?2"),
-                rusqlite::params![run_id, s],
-            )?;
-        }
-        tx.execute("DELETE FROM latest_metrics WHERE run_id = ?1", [run_id])?;
-        tx.execute(
-            "INSERT INTO latest_metrics (run_id, key, step, value, time)
+                "INSERT INTO latest_metrics (run_id, key, step, value, time)
              SELECT m.run_id, m.key, m.step, m.value, m.time FROM metrics m
              WHERE m.run_id = ?1
                AND m.step = (SELECT MAX(step) FROM metrics WHERE run_id = ?1 AND key = m.key)",
-            [run_id],
-        )?;
-        tx.execute(
-            "UPDATE runs SET step = ?2, updated_at = ?3 WHERE id = ?1",
-            rusqlite::params![run_id, s, now()],
-        )?;
-        tx.commit()?;
-        Ok(())
+                [run_id],
+            )?;
+            tx.execute(
+                "UPDATE runs SET step = ?2, updated_at = ?3 WHERE id = ?1",
+                rusqlite::params![run_id, s, now()],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })()
+        .map_err(|e| e.at(&path))
     }
 
     /// Records a checkpoint whose files are already durable on disk.

@@ -128,11 +128,11 @@ impl TrainConfig {
         overrides: &serde_json::Map<String, serde_json::Value>,
     ) -> Result<Self, TrainError> {
         let mut value = serde_json::to_value(self).map_err(|e| TrainError::Config {
-            origin: "overrides".into(),
+            origin: "trainer options".into(),
             msg: e.to_string(),
         })?;
         let obj = value.as_object_mut().ok_or_else(|| TrainError::Config {
-            origin: "overrides".into(),
+            origin: "trainer options".into(),
             msg: "config is not an object".into(),
         })?;
         for (k, v) in overrides {
@@ -152,11 +152,11 @@ impl TrainConfig {
             }
         }
         let cfg: Self = serde_json::from_value(value).map_err(|e| TrainError::Config {
-            origin: "overrides".into(),
+            origin: "trainer options".into(),
             msg: e.to_string(),
         })?;
         cfg.validate().map_err(|msg| TrainError::Config {
-            origin: "overrides".into(),
+            origin: "trainer options".into(),
             msg,
         })?;
         Ok(cfg)
@@ -175,7 +175,44 @@ impl TrainConfig {
         if let Some((k, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(format!("`{k}` must be at least 1"));
         }
-        if self.learning_rate.is_nan() || self.learning_rate <= 0.0 {
+        if self.batch_size > self.subset_size {
+            return Err(format!(
+                "`batch_size` ({}) is larger than `subset_size` ({}): a step cannot hold more prompts than there are",
+                self.batch_size, self.subset_size
+            ));
+        }
+        if !(self.max_grad_norm >= 0.0 && self.max_grad_norm.is_finite()) {
+            return Err(format!(
+                "`max_grad_norm` must be >= 0 (0: no clipping), got {}",
+                self.max_grad_norm
+            ));
+        }
+        for (k, v, ok, want) in [
+            ("beta", self.beta, self.beta >= 0.0, ">= 0"),
+            (
+                "epsilon",
+                self.epsilon,
+                self.epsilon > 0.0,
+                "> 0 (the PPO clip range)",
+            ),
+            (
+                "lambda_psr",
+                self.lambda_psr,
+                self.lambda_psr >= 0.0,
+                ">= 0",
+            ),
+            (
+                "weight_decay",
+                self.weight_decay,
+                self.weight_decay >= 0.0,
+                ">= 0",
+            ),
+        ] {
+            if !(ok && v.is_finite()) {
+                return Err(format!("`{k}` must be {want}, got {v}"));
+            }
+        }
+        if !self.learning_rate.is_finite() || self.learning_rate <= 0.0 {
             return Err(format!(
                 "`learning_rate` must be positive, got {}",
                 self.learning_rate

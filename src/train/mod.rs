@@ -10,6 +10,51 @@ pub mod rl;
 pub mod sft;
 
 pub use config::{LossType, Mode, Schedule, TrainConfig};
+
+/// Stops a step whose `quantity` came out NaN or infinite, with the options to change.
+pub(crate) fn ensure_finite(
+    step: usize,
+    quantity: &str,
+    value: f64,
+    learning_rate: f64,
+    max_grad_norm: f64,
+) -> Result<(), TrainError> {
+    if value.is_finite() {
+        return Ok(());
+    }
+    let clip = if max_grad_norm > 0.0 {
+        format!("max_grad_norm is {max_grad_norm}")
+    } else {
+        "max_grad_norm is 0: clipping is off".to_string()
+    };
+    Err(TrainError::NonFinite {
+        step,
+        quantity: quantity.to_string(),
+        value,
+        fix: format!(
+            "lower learning_rate (it is {learning_rate:e}) or clip gradients with max_grad_norm, e.g. 1.0 ({clip})"
+        ),
+    })
+}
+
+/// After an update: the first parameter that is no longer finite stops the run.
+pub(crate) fn ensure_finite_weights(
+    step: usize,
+    params: &crate::model::Params,
+    learning_rate: f64,
+    max_grad_norm: f64,
+) -> Result<(), TrainError> {
+    match params.first_non_finite()? {
+        Some(name) => ensure_finite(
+            step,
+            &format!("weight `{name}` after the update"),
+            f64::NAN,
+            learning_rate,
+            max_grad_norm,
+        ),
+        None => Ok(()),
+    }
+}
 pub use grads::{backward_pieces, clip_factor, global_norm, Grads};
 pub use observe::{Event, Example, Level, Observer, Phase, Recorder, StepMetrics, TIMING_KEYS};
 pub use optim::{AdamW, AdamWConfig};
@@ -27,6 +72,14 @@ pub enum TrainError {
     Step {
         step: usize,
         source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// Training diverged: a loss, gradient norm or updated weight is NaN or infinite.
+    #[error("step {step}: the {quantity} is {value}: training diverged ({fix})")]
+    NonFinite {
+        step: usize,
+        quantity: String,
+        value: f64,
+        fix: String,
     },
     #[error(transparent)]
     Model(#[from] crate::model::ModelError),

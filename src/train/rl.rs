@@ -17,7 +17,7 @@ use super::grads::{backward_pieces, clip_factor, global_norm};
 use super::objective::{advantages, group_loss, LossStats, Normaliser};
 use super::observe::{mean_std, Event, Example, Level, Observer, Phase, StepMetrics};
 use super::optim::{AdamW, AdamWConfig};
-use super::{Mode, TrainConfig, TrainError};
+use super::{ensure_finite, ensure_finite_weights, Mode, TrainConfig, TrainError};
 use crate::data::{PromptTemplate, Sample};
 use crate::model::{Completion, Policy, SamplingParams};
 use crate::reward::{is_correct, CustomRewards, RewardSet, Scored};
@@ -30,7 +30,8 @@ pub struct RlTrainer {
     reference: Option<Policy>,
     rewards: RewardSet,
     samples: Vec<Sample>,
-    template: PromptTemplate,
+    /// Each sample's prompt, tokenized once.
+    prompts: Vec<Vec<u32>>,
     pub optimizer: AdamW,
     /// The next step to take (0-based).
     pub step: usize,
@@ -129,9 +130,9 @@ impl RlTrainer {
     ) -> Result<Self, TrainError> {
         if samples.len() < config.subset_size {
             return Err(TrainError::Config {
-                origin: "subset_size".into(),
+                origin: "train".into(),
                 msg: format!(
-                    "subset_size {} but the data has only {} samples",
+                    "`subset_size` is {} but the data has only {} samples",
                     config.subset_size,
                     samples.len()
                 ),
@@ -139,6 +140,8 @@ impl RlTrainer {
         }
         let rewards =
             RewardSet::from_specs_with(&config.rewards, custom, &config.reward_context())?;
+        let samples = samples[..config.subset_size].to_vec();
+        let prompts = tokenize_prompts(&policy, &samples, &template, config.max_completion_length)?;
         let reference = if config.beta > 0.0 {
             Some(Policy::new(
                 policy.config.clone(),
@@ -154,12 +157,12 @@ impl RlTrainer {
             ..AdamWConfig::default()
         });
         Ok(Self {
-            samples: samples[..config.subset_size].to_vec(),
+            samples,
+            prompts,
             config,
             policy,
             reference,
             rewards,
-            template,
             optimizer,
             step: 0,
         })
@@ -233,7 +236,7 @@ impl RlTrainer {
     pub fn train_step(&mut self, obs: &mut dyn Observer) -> Result<StepMetrics, TrainError> {
         let step = self.step;
         let metrics = self.compute_step(step, obs).map_err(|e| match e {
-            TrainError::Step { .. } => e,
+            TrainError::Step { .. } | TrainError::NonFinite { .. } => e,
             other => TrainError::Step {
                 step,
                 source: Box::new(other),
@@ -253,14 +256,7 @@ impl RlTrainer {
         let cfg = &self.config;
         let t0 = Instant::now();
         let idx = self.batch_indices(step);
-        let mut prompts = Vec::with_capacity(idx.len());
-        for &i in &idx {
-            prompts.push(
-                self.policy
-                    .tokenizer
-                    .encode(&self.template.render(&self.samples[i]))?,
-            );
-        }
+        let prompts: Vec<Vec<u32>> = idx.iter().map(|&i| self.prompts[i].clone()).collect();
         let sampling = SamplingParams {
             temperature: cfg.temperature,
             top_p: cfg.top_p,
@@ -366,10 +362,13 @@ impl RlTrainer {
                 self.group_loss(&prompts[gi], &groups[gi], &adv[gi].0, &adv[gi].1, &norm)
             })?;
             let grad_norm = global_norm(&grads)?;
+            let loss: f64 = sides.iter().map(|s| s.loss).sum();
+            ensure_finite(step, "loss", loss, lr, cfg.max_grad_norm)?;
+            ensure_finite(step, "gradient norm", grad_norm, lr, cfg.max_grad_norm)?;
             let factor = clip_factor(grad_norm, cfg.max_grad_norm);
             self.optimizer
                 .step(&self.policy.params, &grads, lr, factor)?;
-            let loss: f64 = sides.iter().map(|s| s.loss).sum();
+            ensure_finite_weights(step, &self.policy.params, lr, cfg.max_grad_norm)?;
             let ent_tokens: f64 = sides.iter().map(|s| s.tokens).sum();
             let ent: f64 = sides.iter().map(|s| s.entropy_sum).sum();
             let clipped: f64 = sides.iter().map(|s| s.stats.clipped_tokens).sum();
@@ -587,6 +586,33 @@ fn examples(
                 .collect(),
             reward: total[i],
             advantage: adv[i / g].0[i % g],
+        })
+        .collect()
+}
+
+/// Every sample's prompt as token ids, checked to leave room for `new_tokens` within the
+/// model's positions: a sample that does not fit is an error naming it, before any step.
+fn tokenize_prompts(
+    policy: &Policy,
+    samples: &[Sample],
+    template: &PromptTemplate,
+    new_tokens: usize,
+) -> Result<Vec<Vec<u32>>, TrainError> {
+    samples
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let ids = policy.tokenizer.encode(&template.render(s))?;
+            policy
+                .check_fits(ids.len(), new_tokens)
+                .map_err(|e| TrainError::Config {
+                    origin: format!("sample {} (`{}`)", i + 1, s.id),
+                    msg: format!(
+                        "its prompt is {} tokens and max_completion_length {new_tokens}: {e}",
+                        ids.len()
+                    ),
+                })?;
+            Ok(ids)
         })
         .collect()
 }

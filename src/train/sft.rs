@@ -10,7 +10,7 @@ use super::grads::{backward_pieces, clip_factor, global_norm};
 use super::observe::{Observer, Phase, StepMetrics};
 use super::optim::{AdamW, AdamWConfig};
 use super::rl::{Cursor, RunSummary};
-use super::{Schedule, TrainError};
+use super::{ensure_finite, ensure_finite_weights, Schedule, TrainError};
 use crate::data::{gold_completion, PromptTemplate, Sample};
 use crate::model::Policy;
 use crate::parallel::worker_threads;
@@ -52,6 +52,38 @@ impl Default for WarmStartConfig {
 }
 
 impl WarmStartConfig {
+    /// Checks the options, naming the first bad one.
+    pub fn validate(&self) -> Result<(), String> {
+        for (k, v) in [
+            ("samples", self.samples),
+            ("epochs", self.epochs),
+            ("batch_size", self.batch_size),
+        ] {
+            if v == 0 {
+                return Err(format!("`{k}` must be at least 1"));
+            }
+        }
+        if self.batch_size > self.samples {
+            return Err(format!(
+                "`batch_size` ({}) is larger than `samples` ({}): a step cannot hold more samples than there are",
+                self.batch_size, self.samples
+            ));
+        }
+        if !(self.learning_rate > 0.0 && self.learning_rate.is_finite()) {
+            return Err(format!(
+                "`learning_rate` must be positive, got {}",
+                self.learning_rate
+            ));
+        }
+        if !(self.max_grad_norm >= 0.0 && self.max_grad_norm.is_finite()) {
+            return Err(format!(
+                "`max_grad_norm` must be >= 0 (0: no clipping), got {}",
+                self.max_grad_norm
+            ));
+        }
+        Ok(())
+    }
+
     pub fn total_steps(&self) -> usize {
         self.samples.div_ceil(self.batch_size) * self.epochs
     }
@@ -81,27 +113,39 @@ pub struct SftTrainer {
 }
 
 impl SftTrainer {
-    /// A warm start of `policy` over the first `config.samples` of `samples` (fewer if the
-    /// data is shorter).
+    /// A warm start of `policy` over the first `config.samples` of `samples`.
     pub fn new(
         config: WarmStartConfig,
         policy: Policy,
         samples: &[Sample],
         template: &PromptTemplate,
     ) -> Result<Self, TrainError> {
-        let n = config.samples.min(samples.len());
-        if n == 0 || config.batch_size == 0 {
+        config.validate().map_err(|msg| TrainError::Config {
+            origin: "warm_start".into(),
+            msg,
+        })?;
+        let n = config.samples;
+        if samples.len() < n {
             return Err(TrainError::Config {
                 origin: "warm_start".into(),
-                msg: "no samples to warm-start on (samples and batch_size must be > 0)".into(),
+                msg: format!(
+                    "`samples` is {n} but the data has only {} samples",
+                    samples.len()
+                ),
             });
         }
         let mut seqs = Vec::with_capacity(n);
-        for s in &samples[..n] {
+        for (i, s) in samples[..n].iter().enumerate() {
             let prompt = policy.tokenizer.encode(&template.render(s))?;
             let mut full = prompt.clone();
             full.extend(policy.tokenizer.encode(&gold_completion(s))?);
             full.push(policy.tokenizer.eos_id());
+            policy
+                .check_fits(full.len(), 0)
+                .map_err(|e| TrainError::Config {
+                    origin: format!("sample {} (`{}`)", i + 1, s.id),
+                    msg: format!("prompt and gold completion: {e}"),
+                })?;
             seqs.push((full, prompt.len()));
         }
         Ok(Self {
@@ -194,12 +238,16 @@ impl SftTrainer {
         })?;
         let norm = global_norm(&grads)?;
         let lr = cfg.lr_at(step);
+        let loss: f64 = losses.iter().sum();
+        ensure_finite(step, "loss", loss, lr, cfg.max_grad_norm)?;
+        ensure_finite(step, "gradient norm", norm, lr, cfg.max_grad_norm)?;
         self.optimizer.step(
             &policy.params,
             &grads,
             lr,
             clip_factor(norm, cfg.max_grad_norm),
         )?;
+        ensure_finite_weights(step, &policy.params, lr, cfg.max_grad_norm)?;
         let mut m = StepMetrics {
             phase: Phase::WarmStart,
             step,
@@ -212,7 +260,7 @@ impl SftTrainer {
             lambda_psr: 0.0,
             examples: Vec::new(),
         };
-        m.values.insert("loss".into(), losses.iter().sum());
+        m.values.insert("loss".into(), loss);
         m.values.insert("grad_norm".into(), norm);
         m.values.insert("learning_rate".into(), lr);
         m.values
