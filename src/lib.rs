@@ -5,6 +5,7 @@
 pub mod bench;
 pub mod cli;
 pub mod data;
+pub mod device;
 pub mod eval;
 pub mod fsx;
 pub mod memory;
@@ -17,3 +18,4 @@ pub mod runs;
 pub mod script;
 pub mod store;
 pub mod train;
+pub mod workspace;

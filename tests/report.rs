@@ -6,6 +6,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use chartrl::data::PromptTemplate;
 use chartrl::eval::{EvalConfig, EvalSummary, QuestionResult, StoredEval};
 use chartrl::store::{write::StepRecord, Kind, NewRun, SampleRow, Store};
 use common::{ok, user_error};
@@ -131,7 +132,7 @@ fn add_eval(store: &mut Store, run: i64, step: usize, n: usize, correct: &[usize
             chance: Some(TYPES[i % 4].1),
         })
         .collect();
-    let name = config.name("synthetic:test", qs.len());
+    let name = config.name("synthetic:test", &PromptTemplate::default(), qs.len());
     store.add_eval_questions(run, step, &name, &qs).unwrap();
     let stored = StoredEval {
         data: "synthetic test split, seed 2025".into(),
@@ -564,7 +565,7 @@ fn intervals_and_per_type_tables_match_an_independent_computation() {
         n,
         ..EvalConfig::default()
     };
-    let name = config.name("synthetic:test", q);
+    let name = config.name("synthetic:test", &PromptTemplate::default(), q);
     let store_eval = |s: &mut Store, id: i64, step: usize, qs: &[QuestionResult]| {
         s.add_eval_questions(id, step, &name, qs).unwrap();
         let stored = StoredEval {

@@ -57,7 +57,7 @@ fn config(mode: Mode, overrides: serde_json::Value) -> TrainConfig {
     for (k, v) in overrides.as_object().unwrap() {
         o.insert(k.clone(), v.clone());
     }
-    TrainConfig::defaults().unwrap().with_overrides(&o).unwrap()
+    TrainConfig::builtin().unwrap().with_overrides(&o).unwrap()
 }
 
 fn data() -> Vec<Sample> {

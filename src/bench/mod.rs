@@ -17,8 +17,8 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
-use crate::data::{tokenizer_corpus, Generator, PromptTemplate, Split};
-use crate::model::{ChatTokenizer, ModelError, Policy, Preset, SamplingParams};
+use crate::data::{Generator, PromptTemplate, Split};
+use crate::model::{ModelError, Policy, Preset, SamplingParams};
 use crate::train::objective::{advantages, group_loss, Normaliser};
 use crate::train::{backward_pieces, clip_factor, global_norm, AdamW, AdamWConfig, LossType, Mode};
 
@@ -72,13 +72,12 @@ pub struct Figure {
 /// `rollout_only` skips the training step (for profiling sampling alone).
 pub fn run(
     preset_name: &str,
+    preset: &Preset,
     workload: &Workload,
     device: &Device,
     rollout_only: bool,
 ) -> Result<Vec<Figure>, ModelError> {
-    let preset = Preset::load(preset_name)?;
-    let tokenizer = ChatTokenizer::train(tokenizer_corpus(300, 0), preset.vocab_size)?;
-    let policy = Policy::create(&preset, tokenizer, 0, device)?;
+    let policy = Policy::from_preset(preset, crate::model::TOKENIZER_CORPUS, 0, device)?;
     let prompts = bench_prompts(&policy, workload)?;
     let params = SamplingParams {
         temperature: 1.0,

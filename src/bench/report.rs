@@ -168,7 +168,11 @@ fn fill_run(
             chance: Some(0.1),
         })
         .collect();
-    let name = config.name("synthetic:bench", questions.len());
+    let name = config.name(
+        "synthetic:bench",
+        &crate::data::PromptTemplate::default(),
+        questions.len(),
+    );
     store.add_eval_questions(run.id, steps, &name, &questions)?;
     let summary = EvalSummary::from_questions(&questions)?;
     let stored = StoredEval {

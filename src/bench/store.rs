@@ -7,8 +7,8 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::data::{tokenizer_corpus, Generator, PromptTemplate, Split};
-use crate::model::{ChatTokenizer, Policy, Preset};
+use crate::data::{Generator, PromptTemplate, Split};
+use crate::model::{Policy, Preset};
 use crate::runs::{checkpoint, RunError};
 use crate::store::{write::StepRecord, Kind, NewRun, Owner, SampleRow, Store, STALE_AFTER};
 use crate::train::{Mode, Recorder, RlTrainer, TrainConfig};
@@ -39,24 +39,23 @@ pub struct StoreFigure {
 /// to push down and takes a full update) with the default trainer options, timing the step and
 /// its store write (lease check included, as `chartrl train` makes it) separately, then one
 /// checkpoint.
-pub fn store_overhead(preset_name: &str, steps: usize) -> Result<StoreFigure, RunError> {
-    let preset = Preset::load(preset_name)?;
+pub fn store_overhead(
+    preset_name: &str,
+    preset: &Preset,
+    defaults: &TrainConfig,
+    prompt: &PromptTemplate,
+    steps: usize,
+) -> Result<StoreFigure, RunError> {
     let dev = candle_core::Device::Cpu;
-    let tokenizer = ChatTokenizer::train(tokenizer_corpus(300, 0), preset.vocab_size)?;
-    let policy = Policy::create(&preset, tokenizer, 0, &dev)?;
-    let mut cfg = TrainConfig::defaults()?;
+    let policy = Policy::from_preset(preset, crate::model::TOKENIZER_CORPUS, 0, &dev)?;
+    let mut cfg = defaults.clone();
     cfg.mode = Mode::Nsr;
     cfg.subset_size = steps * cfg.batch_size;
     let samples: Vec<_> = Generator::new(Split::Train, 2025)
         .take(cfg.subset_size)
         .collect();
     let save_steps = cfg.save_steps;
-    let mut trainer = RlTrainer::new(
-        cfg.clone(),
-        policy,
-        &samples,
-        PromptTemplate::load_default()?,
-    )?;
+    let mut trainer = RlTrainer::new(cfg.clone(), policy, &samples, prompt.clone())?;
 
     let dir = tempfile_dir()?;
     let mut store = Store::open(&dir.join("chartrl.db"))?;

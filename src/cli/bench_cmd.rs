@@ -31,9 +31,9 @@ pub struct BenchArgs {
     /// removed afterwards)
     #[arg(long)]
     report_dir: Option<std::path::PathBuf>,
-    /// cpu, cuda or cuda:N
-    #[arg(long, default_value = "cpu")]
-    device: String,
+    /// cpu, cuda or cuda:N (default: CHARTRL_DEVICE, else cpu)
+    #[arg(long)]
+    device: Option<String>,
 }
 
 pub fn run(a: BenchArgs) -> anyhow::Result<()> {
@@ -52,12 +52,14 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string(&figure?)?);
         return Ok(());
     }
-    let dev = super::device(&a.device)?;
+    let dev = crate::device::device(a.device.as_deref())?;
+    let ws = crate::workspace::Workspace::current();
+    let preset = ws.preset(&a.preset)?;
     let workload = Workload {
         reps: a.reps,
         ..Workload::default()
     };
-    let figures = bench::run(&a.preset, &workload, &dev, a.rollout_only)?;
+    let figures = bench::run(&a.preset, &preset, &workload, &dev, a.rollout_only)?;
     for figure in &figures {
         println!("{}", serde_json::to_string(figure)?);
     }
@@ -68,7 +70,14 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string(&figure)?);
     }
     if let Some(steps) = a.store {
-        let figure = bench::store_overhead(&a.preset, steps.max(1))?;
+        let defaults = ws.trainer_defaults()?;
+        let figure = bench::store_overhead(
+            &a.preset,
+            &preset,
+            &defaults,
+            &ws.prompt_template()?,
+            steps.max(1),
+        )?;
         println!("{}", serde_json::to_string(&figure)?);
     }
     Ok(())

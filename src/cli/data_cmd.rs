@@ -9,8 +9,7 @@ use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::data::{
-    gold_completion, render_chart, write_jsonl, DataSource, Generator, PromptTemplate, Sample,
-    Split,
+    gold_completion, render_chart, write_jsonl, DataSource, Generator, Sample, Split,
 };
 
 #[derive(Subcommand, Debug)]
@@ -144,7 +143,9 @@ fn pick(samples: &[Sample], index: usize, file: &std::path::Path) -> anyhow::Res
 fn show(a: ShowArgs) -> anyhow::Result<()> {
     let samples = load(&a.file)?;
     let s = pick(&samples, a.index, &a.file)?;
-    let prompt = PromptTemplate::load_default()?.render(&s);
+    let prompt = crate::workspace::Workspace::current()
+        .prompt_template()?
+        .render(&s);
     println!(
         "id: {}\ntype: {} ({} chart)\n",
         s.id,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use clap::Args;
 use indicatif::ProgressBar;
 
-use super::target::{Questions, Target};
+use super::target::{Compute, Questions, Target};
 use super::train_cmd::DEFAULT_DB;
 use crate::eval::{EvalConfig, EvalSummary, PassKError};
 use crate::runs::evaluate::{evaluate, EvalObserver, EvalRequest, EvalTarget};
@@ -45,9 +45,8 @@ pub struct EvalArgs {
     /// The run store
     #[arg(long, default_value = DEFAULT_DB)]
     db: PathBuf,
-    /// cpu, cuda or cuda:N
-    #[arg(long, default_value = "cpu")]
-    device: String,
+    #[command(flatten)]
+    compute: Compute,
     /// Print the result as JSON
     #[arg(long)]
     json: bool,
@@ -75,6 +74,7 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
         top_p: a.top_p,
         max_new_tokens: a.max_new_tokens,
         seed: a.seed,
+        prompt_format: a.compute.format(),
     };
     config
         .validate()
@@ -113,8 +113,9 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
         data,
         questions,
         config,
+        prompt: crate::workspace::Workspace::current().prompt_template()?,
         experiment: None,
-        device: super::device(&a.device)?,
+        device: a.compute.device()?,
     };
     let stop = super::signals::stop_flag()?;
     let mut bar = Bar {

@@ -35,6 +35,10 @@ pub struct ExecArgs {
     /// (its own loops and prints)
     #[arg(long, default_value_t = 60, value_name = "SECONDS")]
     time_limit: u64,
+    /// The device of runs that do not name one: cpu, cuda or cuda:N (default: the
+    /// CHARTRL_DEVICE variable, else cpu)
+    #[arg(long)]
+    device: Option<String>,
 }
 
 pub fn run(a: ExecArgs) -> anyhow::Result<()> {
@@ -53,7 +57,10 @@ pub fn run(a: ExecArgs) -> anyhow::Result<()> {
         db: a.db.clone(),
         stop: Some(stop.clone()),
         time_limit: std::time::Duration::from_secs(a.time_limit),
+        device: a.device.clone(),
     };
+    // A device that cannot be had is said before anything runs.
+    crate::device::DeviceSpec::resolve(a.device.as_deref())?.open()?;
     let obs = SweepConsole::new(a.log_every, stop.clone())?;
     let summary = match script::exec(&opts, Box::new(obs)) {
         Ok(s) => s,

@@ -251,26 +251,6 @@ fn init_tracing(verbose: u8) {
         .try_init();
 }
 
-/// The compute device: CPU unless `--device cuda[:N]` and the `cuda` feature.
-fn device(spec: &str) -> anyhow::Result<candle_core::Device> {
-    match spec {
-        "cpu" => Ok(candle_core::Device::Cpu),
-        s if s == "cuda" || s.starts_with("cuda:") => {
-            let ordinal = s
-                .strip_prefix("cuda:")
-                .map(str::parse)
-                .transpose()
-                .map_err(|_| anyhow::anyhow!("bad device `{s}` (use cpu, cuda or cuda:N)"))?
-                .unwrap_or(0);
-            if !candle_core::utils::cuda_is_available() {
-                anyhow::bail!("device `{s}`: this chartrl was built without the `cuda` feature");
-            }
-            Ok(candle_core::Device::new_cuda(ordinal)?)
-        }
-        other => anyhow::bail!("unknown device `{other}` (use cpu, cuda or cuda:N)"),
-    }
-}
-
 /// A model directory argument that must exist.
 fn model_dir(path: &Path) -> anyhow::Result<&Path> {
     if path.is_file() {

@@ -5,8 +5,7 @@ use std::time::Instant;
 
 use clap::{Args, Subcommand};
 
-use crate::data::tokenizer_corpus;
-use crate::model::{default_dtype, ChatTokenizer, Policy, Preset};
+use crate::model::{default_dtype, Policy};
 
 #[derive(Subcommand, Debug)]
 pub enum ModelCommand {
@@ -37,8 +36,8 @@ pub struct InitArgs {
     /// Seed of the weight initialisation
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Synthetic samples the tokenizer is trained on
-    #[arg(long, default_value_t = 4000)]
+    /// Synthetic texts the tokenizer is trained on (the same default as every preset model)
+    #[arg(long, default_value_t = crate::model::TOKENIZER_CORPUS)]
     corpus_size: usize,
     /// Replace the model already in --out (otherwise an existing model is never overwritten)
     #[arg(long)]
@@ -75,9 +74,8 @@ fn init(a: InitArgs) -> anyhow::Result<()> {
         a.force,
         "pass --force to replace it, or choose another --out",
     )?;
-    let preset = Preset::load(&a.preset)?;
-    let tokenizer = ChatTokenizer::train(tokenizer_corpus(a.corpus_size, 0), preset.vocab_size)?;
-    let policy = Policy::create(&preset, tokenizer, a.seed, &candle_core::Device::Cpu)?;
+    let preset = crate::workspace::Workspace::current().preset(&a.preset)?;
+    let policy = Policy::from_preset(&preset, a.corpus_size, a.seed, &candle_core::Device::Cpu)?;
     policy.save_replacing(&a.out)?;
     println!(
         "created {} ({} preset, {:.2}M parameters, vocab {}) in {:.1}s",

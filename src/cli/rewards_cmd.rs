@@ -9,7 +9,6 @@ use serde::Deserialize;
 use crate::data::DataSource;
 use crate::model::ChatTokenizer;
 use crate::reward::{extract_answer, Builtin, Reward, RewardContext, Scored};
-use crate::train::TrainConfig;
 
 #[derive(Subcommand, Debug)]
 pub enum RewardsCommand {
@@ -101,7 +100,11 @@ fn score(a: ScoreArgs) -> anyhow::Result<()> {
     let ctx = RewardContext {
         max_completion_length: match a.max_completion_length {
             Some(n) => n,
-            None => TrainConfig::defaults()?.max_completion_length,
+            None => {
+                crate::workspace::Workspace::current()
+                    .trainer_defaults()?
+                    .max_completion_length
+            }
         },
     };
     let rewards = Builtin::all(&ctx);

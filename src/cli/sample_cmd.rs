@@ -8,15 +8,15 @@ use clap::Args;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use super::target::{Questions, Target};
+use super::target::{Compute, Questions, Target};
 use super::train_cmd::DEFAULT_DB;
-use crate::data::{PromptTemplate, Sample};
+use crate::data::Sample;
 use crate::eval::EvalConfig;
 use crate::model::{default_dtype, Policy, SamplingParams};
 use crate::reward::{is_correct, RewardContext, RewardSet, RewardSpec, Scored};
 use crate::runs::evaluate::run_model;
 use crate::store::Store;
-use crate::train::TrainConfig;
+use crate::workspace::Workspace;
 
 /// Sample completions of a question and score them with each reward.
 ///
@@ -45,9 +45,8 @@ pub struct SampleArgs {
     max_new_tokens: usize,
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// cpu, cuda or cuda:N
-    #[arg(long, default_value = "cpu")]
-    device: String,
+    #[command(flatten)]
+    compute: Compute,
     /// The run store (with --run)
     #[arg(long, default_value = DEFAULT_DB)]
     db: PathBuf,
@@ -67,20 +66,22 @@ pub fn run(a: SampleArgs) -> anyhow::Result<()> {
         (None, Some(m)) => (super::model_dir(m)?.to_path_buf(), None),
         (None, None) => anyhow::bail!("give --run RUN or --model DIR"),
     };
+    let ws = Workspace::current();
     let specs = match specs {
         Some(s) => s,
-        None => TrainConfig::defaults()?.rewards,
+        None => ws.trainer_defaults()?.rewards,
     };
-    let dev = super::device(&a.device)?;
+    let dev = a.compute.device()?;
     let policy = Policy::load(&dir, &dev, default_dtype(&dev))?;
-    let (prompt, sample) = match &a.prompt {
+    let (text, sample) = match &a.prompt {
         Some(p) => (p.clone(), None),
         None => {
             let s = question(&a)?;
             println!("question {} ({}): gold answer {}", a.index, s.id, s.answer);
-            (PromptTemplate::load_default()?.render(&s), Some(s))
+            (ws.prompt_template()?.render(&s), Some(s))
         }
     };
+    let prompt = policy.prompt_text(&text, a.compute.format())?;
     println!("--- prompt ---\n{prompt}");
     let ids = policy.tokenizer.encode(&prompt)?;
     let params = SamplingParams {

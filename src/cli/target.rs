@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::data::Split;
+use crate::data::{PromptFormat, Split};
 use crate::runs::{DataSpec, SYNTHETIC_SEED};
 
 /// A run's model or a model directory: exactly one.
@@ -36,5 +36,44 @@ impl Questions {
                 seed: SYNTHETIC_SEED,
             },
         }
+    }
+}
+
+/// Where a command computes and how prompts reach the model.
+#[derive(Args, Debug, Clone)]
+pub struct Compute {
+    /// cpu, cuda or cuda:N (default: the CHARTRL_DEVICE variable, else cpu). Training keeps
+    /// f32 weights on every device; sampling and evaluation use bf16 on CUDA
+    #[arg(long)]
+    pub device: Option<String>,
+    /// raw: the prompt as it is; chat: as the user turn of the model's own chat template (for
+    /// instruction-tuned checkpoints) [default: raw]
+    #[arg(long, value_enum)]
+    pub prompt_format: Option<Format>,
+}
+
+/// `--prompt-format`.
+#[derive(clap::ValueEnum, Debug, Clone, Copy)]
+pub enum Format {
+    Raw,
+    Chat,
+}
+
+impl From<Format> for PromptFormat {
+    fn from(f: Format) -> Self {
+        match f {
+            Format::Raw => PromptFormat::Raw,
+            Format::Chat => PromptFormat::Chat,
+        }
+    }
+}
+
+impl Compute {
+    pub fn device(&self) -> Result<candle_core::Device, crate::device::DeviceError> {
+        crate::device::device(self.device.as_deref())
+    }
+
+    pub fn format(&self) -> PromptFormat {
+        self.prompt_format.map(Into::into).unwrap_or_default()
     }
 }

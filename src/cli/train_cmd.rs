@@ -7,7 +7,8 @@ use anyhow::Context;
 use clap::Args;
 
 use super::progress::ConsoleObserver;
-use crate::data::Split;
+use super::target::Compute;
+use crate::data::{PromptFormat, Split};
 use crate::eval::EvalConfig;
 use crate::runs::evaluate::{evaluate, EvalRequest, EvalTarget, Quiet};
 use crate::runs::{
@@ -15,6 +16,7 @@ use crate::runs::{
 };
 use crate::store::Store;
 use crate::train::{TrainConfig, WarmStartConfig};
+use crate::workspace::Workspace;
 
 /// Where the run store lives unless `--db` says otherwise.
 pub const DEFAULT_DB: &str = "runs/chartrl.db";
@@ -42,6 +44,8 @@ pub struct RunArgs {
     /// Take the run over even if another process seems to be training it
     #[arg(long)]
     force: bool,
+    #[command(flatten)]
+    compute: Compute,
 }
 
 impl RunArgs {
@@ -142,8 +146,8 @@ pub struct WarmStartArgs {
     log_every: usize,
 }
 
-fn config_from(a: &TrainArgs) -> anyhow::Result<TrainConfig> {
-    let mut cfg = TrainConfig::defaults()?;
+fn config_from(a: &TrainArgs, ws: &Workspace) -> anyhow::Result<TrainConfig> {
+    let mut cfg = ws.trainer_defaults()?;
     if let Some(path) = &a.config {
         let text = std::fs::read_to_string(path)
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
@@ -187,6 +191,13 @@ fn config_from(a: &TrainArgs) -> anyhow::Result<TrainConfig> {
         a.max_completion_length.map(Into::into),
     );
     put("seed", a.seed.map(Into::into));
+    put(
+        "prompt_format",
+        a.run
+            .compute
+            .prompt_format
+            .map(|f| PromptFormat::from(f).name().into()),
+    );
     put("save_steps", a.save_steps.map(Into::into));
     put("save_total_limit", a.save_total_limit.map(Into::into));
     for kv in &a.set {
@@ -201,13 +212,16 @@ fn config_from(a: &TrainArgs) -> anyhow::Result<TrainConfig> {
 }
 
 pub fn train(a: TrainArgs) -> anyhow::Result<()> {
-    let cfg = config_from(&a)?;
+    let ws = Workspace::current();
+    let cfg = config_from(&a, &ws)?;
     super::model_dir(&a.run.model)?;
     let mut store = Store::open(&a.run.db)?;
     let request = TrainRequest {
         config: cfg,
         model: a.run.model.clone(),
         data: a.run.data(Split::Train),
+        prompt: ws.prompt_template()?,
+        device: a.run.compute.device()?,
         custom_rewards: Default::default(),
         name: a.run.name.clone(),
         experiment: a.run.experiment.clone(),
@@ -222,6 +236,7 @@ pub fn train(a: TrainArgs) -> anyhow::Result<()> {
 
 pub fn warm(a: WarmStartArgs) -> anyhow::Result<()> {
     super::model_dir(&a.run.model)?;
+    let ws = Workspace::current();
     let cfg = WarmStartConfig {
         samples: a.samples,
         epochs: a.epochs,
@@ -229,6 +244,7 @@ pub fn warm(a: WarmStartArgs) -> anyhow::Result<()> {
         learning_rate: a.learning_rate,
         seed: a.seed,
         save_steps: a.save_steps,
+        prompt_format: a.run.compute.format(),
         ..WarmStartConfig::default()
     };
     let mut store = Store::open(&a.run.db)?;
@@ -236,6 +252,8 @@ pub fn warm(a: WarmStartArgs) -> anyhow::Result<()> {
         config: cfg,
         model: a.run.model.clone(),
         data: a.run.data(Split::Warmup),
+        prompt: ws.prompt_template()?,
+        device: a.run.compute.device()?,
         name: a.run.name.clone(),
         experiment: a.run.experiment.clone(),
     };
@@ -250,7 +268,7 @@ pub fn warm(a: WarmStartArgs) -> anyhow::Result<()> {
         println!("model copied to {}", out.display());
     }
     if a.eval_size > 0 {
-        let acc = held_out_accuracy(&mut store, &o, a.eval_size)?;
+        let acc = held_out_accuracy(&mut store, &o, a.eval_size, &request)?;
         println!(
             "held-out greedy accuracy: {:.1}% on {} synthetic test questions",
             acc * 100.0,
@@ -323,7 +341,12 @@ fn report(
 
 /// The finished model's greedy accuracy on the first `n` synthetic test questions: an
 /// evaluation like `chartrl eval --temperature 0 -n 1`, computed once and then read back.
-fn held_out_accuracy(store: &mut Store, o: &TrainOutcome, n: usize) -> anyhow::Result<f64> {
+fn held_out_accuracy(
+    store: &mut Store,
+    o: &TrainOutcome,
+    n: usize,
+    warm: &WarmStartRequest,
+) -> anyhow::Result<f64> {
     let req = EvalRequest {
         target: EvalTarget::Run(o.run.name.clone()),
         data: DataSpec::Synthetic {
@@ -337,9 +360,11 @@ fn held_out_accuracy(store: &mut Store, o: &TrainOutcome, n: usize) -> anyhow::R
             top_p: 1.0,
             max_new_tokens: 160,
             seed: 0,
+            prompt_format: warm.config.prompt_format,
         },
+        prompt: warm.prompt.clone(),
         experiment: None,
-        device: candle_core::Device::Cpu,
+        device: warm.device.clone(),
     };
     Ok(evaluate(store, &req, &mut Quiet)?.result.summary.accuracy)
 }

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 pub use chart::{format_number, Chart, ChartKind, Sample, Series};
 pub use load::{load_chartqa, load_jsonl, write_jsonl};
-pub use prompt::{gold_completion, PromptTemplate};
+pub use prompt::{gold_completion, PromptFormat, PromptTemplate};
 pub use qtype::{chance, chance_pass_at_k, AnswerKind, Family, QuestionType};
 pub use render::render_chart;
 pub use synthetic::{partition, Generator, Split};

@@ -1,15 +1,39 @@
 //! Turning a sample into the text the policy reads, and the completion it should write.
 //!
 //! The template lives in `configs/prompt.txt` so users change the prompt without recompiling;
-//! the copy compiled into the binary is used when the working directory has none.
+//! the copy compiled into the binary is used when the working directory has none (the command
+//! line and scripts resolve which, see `workspace`). A template's hash is part of every run's
+//! and evaluation's identity.
 
 use std::path::Path;
+
+use serde::{Deserialize, Serialize};
 
 use super::chart::Sample;
 use super::DataError;
 
 const EMBEDDED_TEMPLATE: &str = include_str!("../../configs/prompt.txt");
 const FIELDS: [&str; 5] = ["{title}", "{kind}", "{unit}", "{table}", "{question}"];
+
+/// How the rendered prompt reaches the model: as it is (`raw`, for base models and chartrl's
+/// own), or as the user turn of the model's own chat template (`chat`, for instruction-tuned
+/// checkpoints).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PromptFormat {
+    #[default]
+    Raw,
+    Chat,
+}
+
+impl PromptFormat {
+    pub fn name(self) -> &'static str {
+        match self {
+            PromptFormat::Raw => "raw",
+            PromptFormat::Chat => "chat",
+        }
+    }
+}
 
 /// A prompt template with `{title}`, `{kind}`, `{unit}`, `{table}` and `{question}` slots.
 #[derive(Debug, Clone, PartialEq)]
@@ -26,14 +50,19 @@ impl Default for PromptTemplate {
 }
 
 impl PromptTemplate {
-    /// `configs/prompt.txt` under the working directory if it exists, else the built-in one.
-    pub fn load_default() -> Result<Self, DataError> {
-        let local = Path::new("configs/prompt.txt");
-        if local.is_file() {
-            Self::from_file(local)
-        } else {
-            Ok(Self::default())
-        }
+    /// The template's text.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// The sha256 of the template's text: part of every run's and evaluation's identity, so
+    /// an edited prompt never reuses results made with another.
+    pub fn identity(&self) -> String {
+        use sha2::Digest;
+        sha2::Sha256::digest(self.text.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
     }
 
     pub fn from_file(path: &Path) -> Result<Self, DataError> {

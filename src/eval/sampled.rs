@@ -9,7 +9,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::passk::{mean_pass_at_k, PassKError};
-use crate::data::{chance, PromptTemplate, Sample};
+use crate::data::{chance, PromptFormat, PromptTemplate, Sample};
 use crate::model::{ModelError, Policy, SamplingParams};
 use crate::reward::{is_correct, Builtin, Reward, Scored};
 use crate::train::derive_seed;
@@ -29,6 +29,9 @@ pub struct EvalConfig {
     pub top_p: f64,
     pub max_new_tokens: usize,
     pub seed: u64,
+    /// `raw`, or `chat`: the prompt as the user turn of the model's chat template.
+    #[serde(default)]
+    pub prompt_format: PromptFormat,
 }
 
 impl Default for EvalConfig {
@@ -39,6 +42,7 @@ impl Default for EvalConfig {
             top_p: 0.95,
             max_new_tokens: 128,
             seed: 0,
+            prompt_format: PromptFormat::Raw,
         }
     }
 }
@@ -70,12 +74,18 @@ impl EvalConfig {
         Ok(())
     }
 
-    /// The stored name of an evaluation of `questions` questions of the data `data_id` under
-    /// these options: an evaluation is reused only when all of them match.
-    pub fn name(&self, data_id: &str, questions: usize) -> String {
+    /// The stored name of an evaluation of `questions` questions of the data `data_id` with
+    /// `prompt` under these options: an evaluation is reused only when all of them match.
+    pub fn name(&self, data_id: &str, prompt: &PromptTemplate, questions: usize) -> String {
         format!(
-            "sampled:{data_id}:q{questions}:n{}:t{}:p{}:max{}:s{}",
-            self.n, self.temperature, self.top_p, self.max_new_tokens, self.seed
+            "sampled:{data_id}:prompt-{}-{}:q{questions}:n{}:t{}:p{}:max{}:s{}",
+            &prompt.identity()[..12],
+            self.prompt_format.name(),
+            self.n,
+            self.temperature,
+            self.top_p,
+            self.max_new_tokens,
+            self.seed
         )
     }
 
@@ -122,8 +132,15 @@ pub fn evaluate_chunk(
 ) -> Result<Vec<QuestionResult>, ModelError> {
     let prompts: Vec<Vec<u32>> = samples
         .iter()
-        .map(|s| policy.tokenizer.encode(&template.render(s)))
-        .collect::<Result<_, _>>()?;
+        .map(|s| {
+            let text = policy.prompt_text(&template.render(s), cfg.prompt_format)?;
+            let ids = policy.tokenizer.encode(&text)?;
+            policy
+                .check_fits(ids.len(), cfg.max_new_tokens)
+                .map_err(|e| ModelError::Invalid(format!("question `{}`: {e}", s.id)))?;
+            Ok(ids)
+        })
+        .collect::<Result<_, ModelError>>()?;
     let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(cfg.seed, first_index as u64));
     let groups = policy.sample_groups(&prompts, cfg.n, &cfg.sampling(), &mut rng)?;
     let mut out = Vec::with_capacity(samples.len());

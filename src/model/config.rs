@@ -74,12 +74,28 @@ impl Qwen2Config {
         self.num_attention_heads / self.num_key_value_heads
     }
 
-    /// Reads `config.json` from a model directory, rejecting other architectures.
+    /// Reads `config.json` from a model directory. Both layouts Hugging Face writes are read:
+    /// the legacy one (`rope_theta`, `rope_scaling`, transformers 4) and the current one
+    /// (`rope_parameters`, transformers 5). A field that would make the model compute
+    /// something chartrl does not implement is an error naming the field, its value and the
+    /// file (see [`refuse_unsupported`]); fields that change nothing chartrl computes are
+    /// ignored (see [`IGNORED_FIELDS`]), and any other unknown field is logged as a warning.
     pub fn from_file(path: &Path) -> Result<Self, ModelError> {
         let text = std::fs::read_to_string(path).map_err(|e| ModelError::io(path, e))?;
         let value: serde_json::Value =
             serde_json::from_str(&text).map_err(|e| ModelError::json(path, e))?;
+        Self::from_json(path, value)
+    }
+
+    /// [`Qwen2Config::from_file`] on a parsed `config.json` (`path` names it in errors).
+    pub fn from_json(path: &Path, mut value: serde_json::Value) -> Result<Self, ModelError> {
         check_architecture(path, &value)?;
+        refuse_unsupported(path, &value)?;
+        warn_unknown(path, &value);
+        let theta = rope_theta(path, &value)?;
+        if let Some(obj) = value.as_object_mut() {
+            obj.insert("rope_theta".into(), serde_json::json!(theta));
+        }
         let cfg: Qwen2Config =
             serde_json::from_value(value).map_err(|e| ModelError::json(path, e))?;
         cfg.validate(path)?;
@@ -87,7 +103,8 @@ impl Qwen2Config {
     }
 
     /// The `config.json` chartrl writes: Hugging Face's fields plus the architecture tags that
-    /// `transformers.AutoModelForCausalLM` needs.
+    /// `transformers.AutoModelForCausalLM` needs, with RoPE in both layouts (`rope_theta` for
+    /// transformers 4, `rope_parameters` for transformers 5), so either reads it.
     pub fn to_hf_json(&self, torch_dtype: &str) -> serde_json::Value {
         let mut v = serde_json::to_value(self).unwrap_or_default();
         if let Some(obj) = v.as_object_mut() {
@@ -108,6 +125,11 @@ impl Qwen2Config {
             );
             obj.insert("attention_dropout".into(), serde_json::json!(0.0));
             obj.insert("use_cache".into(), serde_json::json!(true));
+            obj.insert("rope_scaling".into(), serde_json::Value::Null);
+            obj.insert(
+                "rope_parameters".into(),
+                serde_json::json!({"rope_theta": self.rope_theta, "rope_type": "default"}),
+            );
         }
         v
     }
@@ -158,17 +180,244 @@ fn check_architecture(path: &Path, value: &serde_json::Value) -> Result<(), Mode
         .and_then(|v| v.as_array())
         .map(|a| a.iter().filter_map(|s| s.as_str()).collect())
         .unwrap_or_default();
-    let is_qwen2 = model_type == Some("qwen2") || archs.contains(&"Qwen2ForCausalLM");
-    if is_qwen2 || (model_type.is_none() && archs.is_empty()) {
+    let other_arch = archs.iter().find(|a| **a != "Qwen2ForCausalLM");
+    let qwen2_type = model_type.is_none_or(|t| t == "qwen2");
+    if qwen2_type && other_arch.is_none() {
         return Ok(());
     }
-    let found = model_type
-        .map(str::to_string)
-        .unwrap_or_else(|| archs.join(", "));
+    let found = match (qwen2_type, other_arch) {
+        (true, Some(a)) => a.to_string(),
+        _ => model_type.unwrap_or_default().to_string(),
+    };
     Err(ModelError::UnknownArchitecture {
         path: path.to_path_buf(),
         found,
     })
+}
+
+/// Fields of a Qwen2 `config.json` that change nothing chartrl computes: what the weights are
+/// stored in (chartrl chooses the compute precision), token ids it reads from the tokenizer,
+/// initialisation, caching, bookkeeping, and the sliding-window sizes when the window is off.
+pub const IGNORED_FIELDS: &[&str] = &[
+    "_name_or_path",
+    "architectures",
+    "model_type",
+    "torch_dtype",
+    "dtype",
+    "transformers_version",
+    "bos_token_id",
+    "pad_token_id",
+    "initializer_range",
+    "use_cache",
+    "sliding_window",
+    "max_window_layers",
+    "layer_types",
+    "attention_dropout",
+    "attention_bias",
+    "use_mrope",
+    "rope_scaling",
+    "rope_parameters",
+    "partial_rotary_factor",
+    "head_dim",
+    "output_attentions",
+    "output_hidden_states",
+    "return_dict",
+    "tie_encoder_decoder",
+];
+
+/// The fields [`Qwen2Config`] reads.
+const READ_FIELDS: &[&str] = &[
+    "vocab_size",
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "max_position_embeddings",
+    "rope_theta",
+    "rms_norm_eps",
+    "tie_word_embeddings",
+    "hidden_act",
+    "eos_token_id",
+];
+
+/// An error for a field whose value chartrl does not implement.
+fn unsupported(path: &Path, field: &str, value: &serde_json::Value, why: &str) -> ModelError {
+    ModelError::Unsupported {
+        path: path.to_path_buf(),
+        field: field.to_string(),
+        value: value.to_string(),
+        why: why.to_string(),
+    }
+}
+
+/// Refuses every field (of the ones Qwen2-family configs carry) whose value would make the
+/// model compute something chartrl does not: RoPE scaling, a sliding window, attention without
+/// the q/k/v biases, dropout, a head size other than hidden / heads, multimodal RoPE,
+/// quantized weights.
+fn refuse_unsupported(path: &Path, v: &serde_json::Value) -> Result<(), ModelError> {
+    use serde_json::Value;
+    let get = |k: &str| v.get(k).filter(|x| !x.is_null());
+    if let Some(x) = get("use_sliding_window").filter(|x| *x != &Value::Bool(false)) {
+        return Err(unsupported(
+            path,
+            "use_sliding_window",
+            x,
+            "sliding-window attention is not implemented",
+        ));
+    }
+    if let Some(types) = get("layer_types").and_then(|t| t.as_array()) {
+        if let Some(x) = types.iter().find(|t| t.as_str() != Some("full_attention")) {
+            return Err(unsupported(
+                path,
+                "layer_types",
+                x,
+                "only full attention is implemented",
+            ));
+        }
+    }
+    if let Some(x) = get("attention_bias").filter(|x| *x != &Value::Bool(true)) {
+        return Err(unsupported(
+            path,
+            "attention_bias",
+            x,
+            "Qwen2 attention has q/k/v biases",
+        ));
+    }
+    if let Some(x) = get("attention_dropout").filter(|x| x.as_f64() != Some(0.0)) {
+        return Err(unsupported(
+            path,
+            "attention_dropout",
+            x,
+            "dropout is not implemented",
+        ));
+    }
+    if let Some(x) = get("use_mrope").filter(|x| *x != &Value::Bool(false)) {
+        return Err(unsupported(
+            path,
+            "use_mrope",
+            x,
+            "multimodal RoPE is not implemented",
+        ));
+    }
+    if let Some(x) = get("quantization_config") {
+        return Err(unsupported(
+            path,
+            "quantization_config",
+            x,
+            "quantized weights are not supported",
+        ));
+    }
+    if let Some(x) = get("hidden_act").filter(|x| x.as_str() != Some("silu")) {
+        return Err(unsupported(
+            path,
+            "hidden_act",
+            x,
+            "Qwen2's MLP is SwiGLU with silu",
+        ));
+    }
+    let heads = v
+        .get("num_attention_heads")
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
+    let hidden = v.get("hidden_size").and_then(Value::as_u64).unwrap_or(0);
+    if let Some(x) = get("head_dim") {
+        if heads == 0 || x.as_u64() != Some(hidden / heads) {
+            return Err(unsupported(
+                path,
+                "head_dim",
+                x,
+                "the head size must be hidden_size / num_attention_heads",
+            ));
+        }
+    }
+    if let Some(x) = get("partial_rotary_factor").filter(|x| x.as_f64() != Some(1.0)) {
+        return Err(unsupported(
+            path,
+            "partial_rotary_factor",
+            x,
+            "RoPE on part of each head is not implemented",
+        ));
+    }
+    Ok(())
+}
+
+/// Logs the fields chartrl neither reads nor knows to be harmless, so none is silently lost.
+fn warn_unknown(path: &Path, v: &serde_json::Value) {
+    let Some(obj) = v.as_object() else { return };
+    let unknown: Vec<&str> = obj
+        .keys()
+        .map(String::as_str)
+        .filter(|k| !READ_FIELDS.contains(k) && !IGNORED_FIELDS.contains(k))
+        .filter(|k| *k != "use_sliding_window" && *k != "quantization_config")
+        .collect();
+    if !unknown.is_empty() {
+        tracing::warn!(
+            file = %path.display(),
+            fields = %unknown.join(", "),
+            "config.json fields chartrl does not use"
+        );
+    }
+}
+
+/// The RoPE base from either layout, refusing any RoPE type but the default: the current
+/// `rope_parameters` (`{"rope_theta": ..., "rope_type": "default"}`), the legacy top-level
+/// `rope_theta` with `rope_scaling`, or 10,000 when neither says.
+fn rope_theta(path: &Path, v: &serde_json::Value) -> Result<f64, ModelError> {
+    use serde_json::Value;
+    let check_type = |field: &str, params: &Value| -> Result<(), ModelError> {
+        let kind = params.get("rope_type").or_else(|| params.get("type"));
+        match kind {
+            None => Ok(()),
+            Some(k) if k.as_str() == Some("default") => Ok(()),
+            Some(k) => Err(unsupported(
+                path,
+                &format!("{field}.rope_type"),
+                k,
+                "only the default RoPE is implemented (no yarn, dynamic, linear or llama3 scaling)",
+            )),
+        }
+    };
+    if let Some(scaling) = v.get("rope_scaling").filter(|x| !x.is_null()) {
+        check_type("rope_scaling", scaling)?;
+    }
+    let legacy = v.get("rope_theta").and_then(Value::as_f64);
+    let Some(params) = v.get("rope_parameters").filter(|x| !x.is_null()) else {
+        return Ok(legacy.unwrap_or_else(default_rope_theta));
+    };
+    check_type("rope_parameters", params)?;
+    if let Some(x) = params
+        .get("partial_rotary_factor")
+        .filter(|x| x.as_f64() != Some(1.0))
+    {
+        return Err(unsupported(
+            path,
+            "rope_parameters.partial_rotary_factor",
+            x,
+            "RoPE on part of each head is not implemented",
+        ));
+    }
+    let theta = match params.get("rope_theta") {
+        Some(t) => t.as_f64().ok_or_else(|| {
+            unsupported(path, "rope_parameters.rope_theta", t, "it must be a number")
+        })?,
+        // Per-layer-type parameters (`{"full_attention": {...}, ...}`) have no top-level theta.
+        None => {
+            return Err(unsupported(
+                path,
+                "rope_parameters",
+                params,
+                "per-layer RoPE parameters are not implemented",
+            ))
+        }
+    };
+    if let Some(old) = legacy.filter(|old| *old != theta) {
+        return Err(ModelError::Config {
+            path: path.to_path_buf(),
+            msg: format!("rope_parameters.rope_theta {theta} and rope_theta {old} disagree"),
+        });
+    }
+    Ok(theta)
 }
 
 /// A built-in model size: the architecture plus how to initialise it.
@@ -200,34 +449,22 @@ impl Preset {
         EMBEDDED_PRESETS.iter().map(|(n, _)| *n).collect()
     }
 
-    /// A preset by name (`tiny`, `small`), or a path to a preset YAML file.
-    ///
-    /// `configs/models/NAME.yaml` under the working directory wins over the copy compiled into
-    /// the binary, so a user can edit a preset without recompiling.
-    pub fn load(name_or_path: &str) -> Result<Self, ModelError> {
-        let as_path = Path::new(name_or_path);
-        if name_or_path.ends_with(".yaml") || name_or_path.ends_with(".yml") {
-            return Self::from_yaml_file(as_path);
-        }
-        let local = Path::new("configs/models").join(format!("{name_or_path}.yaml"));
-        if local.is_file() {
-            return Self::from_yaml_file(&local);
-        }
+    /// A built-in preset by name (`tiny`, `small`). The command line and scripts prefer the
+    /// working directory's `configs/models/NAME.yaml` (see `workspace`).
+    pub fn builtin(name: &str) -> Result<Self, ModelError> {
         let text = EMBEDDED_PRESETS
             .iter()
-            .find(|(n, _)| *n == name_or_path)
+            .find(|(n, _)| *n == name)
             .map(|(_, t)| *t)
             .ok_or_else(|| ModelError::UnknownPreset {
-                name: name_or_path.to_string(),
+                name: name.to_string(),
                 known: Self::names().join(", "),
             })?;
-        Self::from_yaml(
-            text,
-            Path::new(&format!("<built-in preset {name_or_path}>")),
-        )
+        Self::from_yaml(text, Path::new(&format!("<built-in preset {name}>")))
     }
 
-    fn from_yaml_file(path: &Path) -> Result<Self, ModelError> {
+    /// A preset from a YAML file.
+    pub fn from_yaml_file(path: &Path) -> Result<Self, ModelError> {
         let text = std::fs::read_to_string(path).map_err(|e| ModelError::io(path, e))?;
         Self::from_yaml(&text, path)
     }
@@ -264,7 +501,7 @@ mod tests {
 
     #[test]
     fn builtin_presets_parse_and_match_the_spec() {
-        let tiny = Preset::load("tiny").unwrap();
+        let tiny = Preset::builtin("tiny").unwrap();
         assert_eq!(
             (
                 tiny.hidden_size,
@@ -275,14 +512,14 @@ mod tests {
         );
         assert_eq!((tiny.num_key_value_heads, tiny.intermediate_size), (2, 704));
         assert!(tiny.tie_word_embeddings);
-        let small = Preset::load("small").unwrap();
+        let small = Preset::builtin("small").unwrap();
         assert_eq!((small.hidden_size, small.num_hidden_layers), (512, 8));
         assert!(!small.tie_word_embeddings);
     }
 
     #[test]
     fn unknown_preset_lists_the_known_ones() {
-        let err = Preset::load("huge").unwrap_err().to_string();
+        let err = Preset::builtin("huge").unwrap_err().to_string();
         assert!(err.contains("huge") && err.contains("tiny"), "{err}");
     }
 
@@ -296,6 +533,110 @@ mod tests {
             err.contains("llama") && err.contains("config.json"),
             "{err}"
         );
+    }
+
+    fn base() -> serde_json::Value {
+        serde_json::json!({"model_type": "qwen2", "architectures": ["Qwen2ForCausalLM"],
+            "vocab_size": 8, "hidden_size": 8, "intermediate_size": 8, "num_hidden_layers": 1,
+            "num_attention_heads": 2, "num_key_value_heads": 1})
+    }
+
+    fn with(mut v: serde_json::Value, k: &str, x: serde_json::Value) -> serde_json::Value {
+        v[k] = x;
+        v
+    }
+
+    #[test]
+    fn both_rope_layouts_read_the_same_and_what_chartrl_writes_reads_back() {
+        let p = Path::new("config.json");
+        let legacy = with(base(), "rope_theta", serde_json::json!(1e6));
+        let current = with(
+            base(),
+            "rope_parameters",
+            serde_json::json!({"rope_theta": 1e6, "rope_type": "default"}),
+        );
+        let a = Qwen2Config::from_json(p, legacy).unwrap();
+        let b = Qwen2Config::from_json(p, current).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.rope_theta, 1e6);
+        let written = a.to_hf_json("float32");
+        assert_eq!(written["rope_parameters"]["rope_theta"], 1e6);
+        assert_eq!(Qwen2Config::from_json(p, written).unwrap(), a);
+        // Neither layout: the Qwen2 default.
+        assert_eq!(Qwen2Config::from_json(p, base()).unwrap().rope_theta, 1e4);
+    }
+
+    #[test]
+    fn fields_chartrl_does_not_implement_are_refused_by_name() {
+        let p = Path::new("m/config.json");
+        let cases = [
+            (
+                "rope_scaling",
+                serde_json::json!({"rope_type": "yarn", "factor": 4.0}),
+                "rope_scaling.rope_type",
+            ),
+            (
+                "rope_scaling",
+                serde_json::json!({"type": "dynamic"}),
+                "rope_scaling.rope_type",
+            ),
+            (
+                "rope_parameters",
+                serde_json::json!({"rope_theta": 1e6, "rope_type": "llama3"}),
+                "rope_parameters.rope_type",
+            ),
+            (
+                "rope_parameters",
+                serde_json::json!({"full_attention": {"rope_theta": 1e4}}),
+                "rope_parameters",
+            ),
+            (
+                "use_sliding_window",
+                serde_json::json!(true),
+                "use_sliding_window",
+            ),
+            (
+                "layer_types",
+                serde_json::json!(["full_attention", "sliding_attention"]),
+                "layer_types",
+            ),
+            ("hidden_act", serde_json::json!("gelu"), "hidden_act"),
+            ("attention_bias", serde_json::json!(false), "attention_bias"),
+            ("head_dim", serde_json::json!(128), "head_dim"),
+            (
+                "quantization_config",
+                serde_json::json!({"quant_method": "gptq"}),
+                "quantization_config",
+            ),
+            ("model_type", serde_json::json!("qwen3"), "qwen3"),
+        ];
+        for (k, x, needle) in cases {
+            let e = Qwen2Config::from_json(p, with(base(), k, x.clone()))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains(needle) && e.contains("m/config.json"),
+                "{k}: {e}"
+            );
+        }
+        let e = Qwen2Config::from_json(
+            p,
+            with(
+                with(base(), "rope_theta", serde_json::json!(1e4)),
+                "rope_parameters",
+                serde_json::json!({"rope_theta": 1e6}),
+            ),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("disagree"), "{e}");
+        // Harmless fields pass.
+        let fine = with(
+            with(base(), "sliding_window", serde_json::json!(4096)),
+            "use_sliding_window",
+            serde_json::json!(false),
+        );
+        assert!(Qwen2Config::from_json(p, fine).is_ok());
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! (`config.json`, `*.safetensors`, `tokenizer.json`), so a downloaded Qwen2.5 checkpoint loads
 //! through the same path as a preset created here.
 
+mod chat;
 mod config;
 mod init;
 mod kv_cache;
@@ -19,13 +20,18 @@ mod tokenizer;
 
 use std::path::{Path, PathBuf};
 
-pub use config::{Preset, Qwen2Config, TokenIds};
+pub use chat::{ChatMessage, ChatTemplate};
+pub use config::{Preset, Qwen2Config, TokenIds, IGNORED_FIELDS};
 pub use init::init_params;
 pub use params::Params;
-pub use policy::{default_dtype, GroupLogprobs, Policy, SeqLogprobs};
+pub use policy::{default_dtype, GroupLogprobs, Policy, SeqLogprobs, KEPT_FILES};
 pub use qwen2::{Attend, Qwen2, Rope};
 pub use sampling::{Completion, SamplingParams};
 pub use tokenizer::{ChatTokenizer, SPECIAL_TOKENS};
+
+/// Synthetic texts the tokenizer of a preset model is trained on: one number, so every preset
+/// model of a given preset and seed is the same model, whoever creates it.
+pub const TOKENIZER_CORPUS: usize = 4000;
 
 /// Errors from loading, saving, running or sampling a model. Every file error names the file.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +50,13 @@ pub enum ModelError {
     Config { path: PathBuf, msg: String },
     #[error("{path}: unsupported architecture `{found}` (chartrl loads Qwen2 / Qwen2.5 models)")]
     UnknownArchitecture { path: PathBuf, found: String },
+    #[error("{path}: `{field}` is {value}, which chartrl does not implement: {why}")]
+    Unsupported {
+        path: PathBuf,
+        field: String,
+        value: String,
+        why: String,
+    },
     #[error("unknown model preset `{name}` (built in: {known}; or give a path to a preset .yaml)")]
     UnknownPreset { name: String, known: String },
     #[error("{path}: not a valid safetensors file: {msg}")]

@@ -7,12 +7,14 @@ use candle_core::{DType, Device, Tensor};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use super::chat::{ChatMessage, ChatTemplate};
 use super::config::{Preset, Qwen2Config};
 use super::kv_cache::KvCache;
 use super::ops::OpPath;
 use super::qwen2::{gather_logprobs, Attend, Qwen2, Rope, Rows};
 use super::sampling::{sample_token, Completion, SamplingParams};
 use super::{init, ChatTokenizer, ModelError, Params, Result};
+use crate::data::PromptFormat;
 use crate::parallel::{map_chunks, worker_threads};
 
 /// A language model ready to sample and train.
@@ -20,9 +22,24 @@ pub struct Policy {
     pub config: Qwen2Config,
     pub tokenizer: ChatTokenizer,
     pub params: Params,
+    /// The chat template the model shipped, if any.
+    pub chat: Option<ChatTemplate>,
+    /// Files of the directory the model came from that chartrl does not interpret but keeps
+    /// (`tokenizer_config.json`, `chat_template.jinja`, `generation_config.json`,
+    /// `special_tokens_map.json`), written back when it is saved.
+    pub extra_files: Vec<(String, Vec<u8>)>,
     rope: Rope,
     device: Device,
 }
+
+/// The files of a model directory kept as they are through training (see
+/// [`Policy::extra_files`]).
+pub const KEPT_FILES: [&str; 4] = [
+    "tokenizer_config.json",
+    "chat_template.jinja",
+    "generation_config.json",
+    "special_tokens_map.json",
+];
 
 /// Per-token log-probs of several scored spans, right-padded to `(rows, longest span)`.
 pub struct SeqLogprobs {
@@ -56,6 +73,8 @@ impl Policy {
     ) -> Result<Self> {
         let rope = Rope::new(&config, params.dtype(), device)?;
         Ok(Self {
+            chat: None,
+            extra_files: Vec::new(),
             config,
             tokenizer,
             params,
@@ -82,6 +101,20 @@ impl Policy {
         let params = init::init_params(&config, preset.initializer_range, seed, device)?
             .to_dtype(default_dtype(device))?;
         Self::new(config, tokenizer, params, device)
+    }
+
+    /// A new model of `preset`: a byte-level BPE trained on `corpus_size` texts of the
+    /// synthetic warm-up split, and seeded random weights. Every preset model chartrl makes
+    /// (`model init`, a script's `model("tiny")`, the benchmarks) comes from here.
+    pub fn from_preset(
+        preset: &Preset,
+        corpus_size: usize,
+        seed: u64,
+        device: &Device,
+    ) -> Result<Self> {
+        let corpus = crate::data::tokenizer_corpus(corpus_size, 0);
+        let tokenizer = ChatTokenizer::train(corpus, preset.vocab_size)?;
+        Self::create(preset, tokenizer, seed, device)
     }
 
     /// Loads a Hugging Face model directory (`config.json`, safetensors, `tokenizer.json`).
@@ -111,7 +144,28 @@ impl Policy {
             ?dtype,
             "loaded model"
         );
-        Self::new(config, tokenizer, params, device)
+        let mut policy = Self::new(config, tokenizer, params, device)?;
+        policy.chat = ChatTemplate::load(dir)?;
+        for name in KEPT_FILES {
+            let path = dir.join(name);
+            if path.is_file() {
+                let bytes = std::fs::read(&path).map_err(|e| ModelError::io(&path, e))?;
+                policy.extra_files.push((name.to_string(), bytes));
+            }
+        }
+        Ok(policy)
+    }
+
+    /// The text the model reads for a rendered prompt: the text itself (`raw`), or the text
+    /// as the user turn of the model's chat template, ending where the reply begins (`chat`).
+    pub fn prompt_text(&self, text: &str, format: PromptFormat) -> Result<String> {
+        match (format, &self.chat) {
+            (PromptFormat::Raw, _) => Ok(text.to_string()),
+            (PromptFormat::Chat, Some(t)) => t.render(&[ChatMessage::new("user", text)], true),
+            (PromptFormat::Chat, None) => Err(ModelError::Invalid(
+                "prompt_format `chat` needs the model's chat template, and this model has none (no chat_template in tokenizer_config.json, no chat_template.jinja); use prompt_format `raw`".into(),
+            )),
+        }
     }
 
     /// Writes `config.json`, `model.safetensors` and `tokenizer.json`: a directory Hugging Face
@@ -129,6 +183,10 @@ impl Policy {
             .map_err(|e| ModelError::json(&cfg, e))?;
         crate::fsx::write(&cfg, json.as_bytes()).map_err(|e| ModelError::io(&e.path, e.source))?;
         self.tokenizer.save(&dir.join("tokenizer.json"))?;
+        for (name, bytes) in &self.extra_files {
+            let path = dir.join(name);
+            crate::fsx::write(&path, bytes).map_err(|e| ModelError::io(&e.path, e.source))?;
+        }
         self.params.save(&dir.join("model.safetensors"), dtype)
     }
 

@@ -30,6 +30,8 @@ pub struct EvalRequest {
     /// The first `questions` questions of `data` (all of a smaller file).
     pub questions: usize,
     pub config: EvalConfig,
+    /// The prompt template (its hash is part of the evaluation's name).
+    pub prompt: PromptTemplate,
     /// The experiment an `eval` run for a bare model joins.
     pub experiment: Option<String>,
     /// Where the model samples (bf16 weights on CUDA, f32 on the CPU).
@@ -103,7 +105,9 @@ pub fn evaluate(
             req.data.label()
         )));
     }
-    let name = req.config.name(&req.data.identity()?, samples.len());
+    let name = req
+        .config
+        .name(&req.data.identity()?, &req.prompt, samples.len());
     let label = req.data.label();
     let outcome = |result: StoredEval, sampled| EvalOutcome {
         run: run.clone(),
@@ -124,7 +128,6 @@ pub fn evaluate(
     let total = samples.len();
     obs.on_progress(have.len().min(total), total);
     let mut policy: Option<Policy> = None;
-    let template = PromptTemplate::load_default()?;
     let mut sampled = 0;
     for (c, chunk) in samples.chunks(CHUNK).enumerate() {
         let first = c * CHUNK;
@@ -146,7 +149,7 @@ pub fn evaluate(
                 default_dtype(&req.device),
             )?),
         };
-        let results = evaluate_chunk(p, chunk, first, &template, &req.config)?;
+        let results = evaluate_chunk(p, chunk, first, &req.prompt, &req.config)?;
         store.add_eval_questions(run.id, step, &name, &results)?;
         sampled += results.len();
         done.retain(|q| q.index < first || q.index >= first + chunk.len());

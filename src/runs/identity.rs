@@ -64,11 +64,14 @@ pub fn sha256_dir(dir: &Path, include: impl Fn(&str) -> bool) -> Result<(String,
     Ok((hex(&h.finalize()), total))
 }
 
-/// The identity of a model directory: its configuration, tokenizer and weights.
+/// The identity of a model directory: its configuration, tokenizer, chat template and
+/// weights.
 pub fn model_identity(dir: &Path) -> Result<String, RunError> {
     let (digest, _) = sha256_dir(dir, |n| {
         n == "config.json"
             || n == "tokenizer.json"
+            || n == "tokenizer_config.json"
+            || n == "chat_template.jinja"
             || n.ends_with(".safetensors")
             || n == "model.safetensors.index.json"
     })?;

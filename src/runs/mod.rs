@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::data::{DataSource, Generator, PromptTemplate, Sample, Split};
-use crate::model::{default_dtype, Policy};
+use crate::model::Policy;
 use crate::reward::CustomRewards;
 use crate::store::{
     write::StepRecord, CheckpointRow, EventRow, Heartbeat, Kind, NewRun, Owner, Run, SampleRow,
@@ -147,6 +147,10 @@ pub struct TrainRequest {
     pub model: PathBuf,
     /// The training samples: the first `subset_size` of these.
     pub data: DataSpec,
+    /// The prompt template (its hash is part of the run's identity).
+    pub prompt: PromptTemplate,
+    /// Where to train; not part of the identity, so a run may resume on another device.
+    pub device: candle_core::Device,
     /// Rewards `config.rewards` may name besides the built-ins (a script's closures). Their
     /// identity is whatever their spec's `params` say.
     pub custom_rewards: CustomRewards,
@@ -162,6 +166,10 @@ pub struct WarmStartRequest {
     pub model: PathBuf,
     /// The training samples: the first `samples` of these.
     pub data: DataSpec,
+    /// The prompt template (its hash is part of the run's identity).
+    pub prompt: PromptTemplate,
+    /// Where to train; not part of the identity.
+    pub device: candle_core::Device,
     /// Default: `warm-start-nSAMPLES-IDENTITY8`.
     pub name: Option<String>,
     pub experiment: Option<String>,
@@ -217,6 +225,7 @@ pub fn plan(req: &TrainRequest) -> Result<NewRun, RunError> {
         options,
         &req.model,
         &req.data,
+        &req.prompt,
         req.name.as_deref(),
         &format!("{}-n{}", req.config.mode.name(), req.config.subset_size),
     )?;
@@ -238,6 +247,7 @@ pub fn plan_warm_start(req: &WarmStartRequest) -> Result<NewRun, RunError> {
         options,
         &req.model,
         &req.data,
+        &req.prompt,
         req.name.as_deref(),
         &format!("warm-start-n{}", req.config.samples),
     )?;
@@ -261,14 +271,15 @@ pub(crate) fn results_options(options: &serde_json::Value) -> serde_json::Value 
     v
 }
 
-/// Identity over (kind, options, model identity, data identity); the stored configuration
-/// adds the paths, which are not part of the identity (a copied runs/ directory and model
-/// resume anywhere).
+/// Identity over (kind, options, model identity, data identity, prompt template); the
+/// stored configuration adds the paths, which are not part of the identity (a copied runs/
+/// directory and model resume anywhere).
 fn plan_run(
     kind: Kind,
     options: serde_json::Value,
     model: &Path,
     data: &DataSpec,
+    prompt: &PromptTemplate,
     name: Option<&str>,
     name_prefix: &str,
 ) -> Result<NewRun, RunError> {
@@ -277,6 +288,7 @@ fn plan_run(
         "options": results_options(&options),
         "model": identity::model_identity(model)?,
         "data": data.identity()?,
+        "prompt": prompt.identity(),
     });
     let identity = identity::identity_of(&doc);
     let name = match name {
@@ -320,13 +332,12 @@ pub fn train_planned(
 ) -> Result<TrainOutcome, RunError> {
     execute(store, new, claim, obs, || {
         let samples = req.data.samples(req.config.subset_size)?;
-        let policy = load_policy(&req.model)?;
-        let template = PromptTemplate::load_default()?;
+        let policy = load_policy(&req.model, &req.device)?;
         Ok(Box::new(RlTrainer::with_rewards(
             req.config.clone(),
             policy,
             &samples,
-            template,
+            req.prompt.clone(),
             &req.custom_rewards,
         )?))
     })
@@ -352,20 +363,19 @@ pub fn warm_start_planned(
 ) -> Result<TrainOutcome, RunError> {
     execute(store, new, claim, obs, || {
         let samples = req.data.samples(req.config.samples)?;
-        let policy = load_policy(&req.model)?;
-        let template = PromptTemplate::load_default()?;
+        let policy = load_policy(&req.model, &req.device)?;
         Ok(Box::new(SftTrainer::new(
             req.config.clone(),
             policy,
             &samples,
-            &template,
+            &req.prompt,
         )?))
     })
 }
 
-fn load_policy(dir: &Path) -> Result<Policy, RunError> {
-    let dev = candle_core::Device::Cpu;
-    Ok(Policy::load(dir, &dev, default_dtype(&dev))?)
+/// A model to train: f32 weights (and so f32 AdamW moments) on every device.
+fn load_policy(dir: &Path, device: &candle_core::Device) -> Result<Policy, RunError> {
+    Ok(Policy::load(dir, device, candle_core::DType::F32)?)
 }
 
 /// Returns the run if it is done; else builds its trainer with `build` (which checks the

@@ -10,9 +10,10 @@ use rhai::{Array, Dynamic, Engine, EvalAltResult, FnPtr, Map, Position, AST, FLO
 
 use super::options::{apply, inside, json_map, parse_param, take};
 use super::{Action, ExecObserver, ExecOptions, ExecSummary, RunLine, ScriptError, ScriptReward};
+use crate::data::PromptTemplate;
 use crate::data::Split;
 use crate::eval::{EvalConfig, EvalSummary};
-use crate::model::{ChatTokenizer, Policy, Preset};
+use crate::model::Policy;
 use crate::reward::{CustomRewards, RewardSpec};
 use crate::runs::evaluate::{evaluate, EvalObserver, EvalRequest, EvalTarget};
 use crate::runs::{
@@ -20,6 +21,7 @@ use crate::runs::{
 };
 use crate::store::{Kind, NewRun, Status, Store};
 use crate::train::{TrainConfig, WarmStartConfig};
+use crate::workspace::Workspace;
 
 /// A model: a Hugging Face directory (`ready` once it exists).
 #[derive(Debug, Clone)]
@@ -80,6 +82,13 @@ pub(crate) struct Host {
     ast: Arc<AST>,
     lines: Vec<RunLine>,
     clock: Arc<super::engine::ScriptClock>,
+    /// The project's files, read once when the script starts: what every run it asks for
+    /// uses, whatever happens to the files while it runs.
+    workspace: Workspace,
+    defaults: TrainConfig,
+    prompt: PromptTemplate,
+    /// `exec --device` (or `CHARTRL_DEVICE`): the device of runs that do not name one.
+    device: Option<String>,
 }
 
 type HostRef = Arc<Mutex<Host>>;
@@ -104,7 +113,12 @@ impl Host {
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| "script".into());
+        let workspace = Workspace::at(&cwd);
         Ok(Self {
+            defaults: workspace.trainer_defaults()?,
+            prompt: workspace.prompt_template()?,
+            workspace,
+            device: opts.device.clone(),
             store,
             obs,
             dry,
@@ -136,7 +150,7 @@ impl Host {
         if dir.join("config.json").is_file() {
             return Ok(ModelRef { dir, ready: true });
         }
-        let preset = Preset::load(spec).map_err(|_| {
+        let preset = self.workspace.preset(spec).map_err(|_| {
             format!("model(\"{spec}\"): no model directory there and no preset of that name (presets: tiny, small)")
         })?;
         let stem = std::path::Path::new(spec)
@@ -150,16 +164,16 @@ impl Host {
         if self.dry {
             return Ok(ModelRef { dir, ready: false });
         }
-        let tokenizer =
-            ChatTokenizer::train(crate::data::tokenizer_corpus(4000, 0), preset.vocab_size)
-                .map_err(|e| format!("model(\"{spec}\"): {e}"))?;
-        let policy = Policy::create(&preset, tokenizer, 0, &candle_core::Device::Cpu)
-            .map_err(|e| format!("model(\"{spec}\"): {e}"))?;
-        let tmp = dir.with_file_name(format!(".tmp-{stem}-{}", std::process::id()));
+        let policy = Policy::from_preset(
+            &preset,
+            crate::model::TOKENIZER_CORPUS,
+            0,
+            &candle_core::Device::Cpu,
+        )
+        .map_err(|e| format!("model(\"{spec}\"): {e}"))?;
         policy
-            .save(&tmp)
+            .save_replacing(&dir)
             .map_err(|e| format!("model(\"{spec}\"): {e}"))?;
-        std::fs::rename(&tmp, &dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         self.obs.on_log(&format!(
             "created the {spec} preset model in {}",
             dir.display()
@@ -232,9 +246,21 @@ impl Host {
         .into())
     }
 
+    /// A run's `device` option, else the script's default, as a candle device.
+    fn device(&self, opts: &mut Map, what: &str) -> Result<candle_core::Device, Stop> {
+        let asked = match take(opts, "device") {
+            Some(v) => Some(v.into_string().map_err(|t| {
+                format!("{what}: `device` must be a string like \"cuda\", not {t}")
+            })?),
+            None => self.device.clone(),
+        };
+        Ok(crate::device::device(asked.as_deref()).map_err(|e| format!("{what}: {e}"))?)
+    }
+
     fn warm_start(&mut self, model: ModelRef, data: DataRef, opts: Map) -> Result<RunRef, Stop> {
         let mut opts = opts;
         let (name, keep_going) = run_options(&mut opts)?;
+        let device = self.device(&mut opts, "warm_start")?;
         let mut map = json_map(&opts)?;
         map.entry("samples").or_insert(data.size.into());
         let config: WarmStartConfig = apply(&WarmStartConfig::default(), &map, "warm_start")?;
@@ -249,6 +275,8 @@ impl Host {
             config,
             model: model.dir.clone(),
             data: data.spec,
+            prompt: self.prompt.clone(),
+            device,
             name,
             experiment: Some(self.experiment.clone()),
         };
@@ -279,13 +307,14 @@ impl Host {
             None => self.chart_data(Map::new())?,
         };
         let (name, keep_going) = run_options(&mut opts)?;
+        let device = self.device(&mut opts, "train")?;
         let custom = match take(&mut opts, "rewards") {
             Some(v) => Some(self.rewards(v)?),
             None => None,
         };
         let mut map = json_map(&opts)?;
         map.entry("subset_size").or_insert(data.size.into());
-        let mut config = TrainConfig::defaults().map_err(|e| e.to_string())?;
+        let mut config = self.defaults.clone();
         let (specs, custom_rewards) =
             custom.unwrap_or((config.rewards.clone(), CustomRewards::default()));
         config.rewards = specs;
@@ -296,6 +325,8 @@ impl Host {
             config,
             model: model.dir.clone(),
             data: data.spec,
+            prompt: self.prompt.clone(),
+            device,
             custom_rewards,
             name,
             experiment: Some(self.experiment.clone()),
@@ -554,6 +585,7 @@ impl Host {
     fn evaluate(&mut self, target: Dynamic, data: DataRef, opts: Map) -> Result<Map, Stop> {
         let mut opts = opts;
         let ks = take(&mut opts, "k").map(int_list).transpose()?;
+        let device = self.device(&mut opts, "evaluate")?;
         let config: EvalConfig = apply(
             &EvalConfig::default(),
             &rename(json_map(&opts)?, "max_tokens", "max_new_tokens"),
@@ -597,8 +629,9 @@ impl Host {
             data: data.spec,
             questions: data.size,
             config,
+            prompt: self.prompt.clone(),
             experiment: Some(self.experiment.clone()),
-            device: candle_core::Device::Cpu,
+            device,
         };
         let mut obs = EvalProgress(&mut *self.obs);
         let o = evaluate(&mut self.store, &req, &mut obs).map_err(|e| match e {

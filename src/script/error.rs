@@ -24,6 +24,11 @@ pub enum ScriptError {
     Interrupted { location: String, message: String },
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    /// The project's files (`configs/`) did not read.
+    #[error(transparent)]
+    Train(#[from] crate::train::TrainError),
+    #[error(transparent)]
+    Data(#[from] crate::data::DataError),
 }
 
 /// Turns a Rhai error into a [`ScriptError`] pointing into `source` (the text of `path`).

@@ -36,6 +36,8 @@ pub struct ExecOptions {
     pub stop: Option<Arc<AtomicUsize>>,
     /// The wall time the script may run outside training, evaluation and reports.
     pub time_limit: std::time::Duration,
+    /// The device of runs that do not name one (`None`: `CHARTRL_DEVICE`, else the CPU).
+    pub device: Option<String>,
 }
 
 /// What happened to a run the script asked for.

@@ -1,11 +1,10 @@
 //! The trainer's configuration: one serde struct whose defaults live in
 //! `configs/trainer.yaml`. Unknown keys are errors that name the key.
 
-use std::path::Path;
-
 use serde::{Deserialize, Serialize};
 
 use super::TrainError;
+use crate::data::PromptFormat;
 use crate::reward::{RewardContext, RewardSpec};
 
 /// The four training modes.
@@ -81,6 +80,9 @@ pub struct TrainConfig {
     pub temperature: f64,
     pub top_p: f64,
     pub max_completion_length: usize,
+    /// `raw`, or `chat`: the prompt as the user turn of the model's chat template.
+    #[serde(default)]
+    pub prompt_format: PromptFormat,
     pub seed: u64,
     pub save_steps: usize,
     pub save_total_limit: usize,
@@ -90,23 +92,10 @@ pub struct TrainConfig {
 const EMBEDDED_DEFAULTS: &str = include_str!("../../configs/trainer.yaml");
 
 impl TrainConfig {
-    /// The defaults: `configs/trainer.yaml` in the working directory if present, else the
-    /// copy compiled into the binary.
-    pub fn defaults() -> Result<Self, TrainError> {
-        let local = Path::new("configs/trainer.yaml");
-        let (text, origin) = if local.is_file() {
-            let text = std::fs::read_to_string(local).map_err(|e| TrainError::Config {
-                origin: local.display().to_string(),
-                msg: e.to_string(),
-            })?;
-            (text, local.display().to_string())
-        } else {
-            (
-                EMBEDDED_DEFAULTS.to_string(),
-                "<built-in trainer.yaml>".to_string(),
-            )
-        };
-        Self::from_yaml(&text, &origin)
+    /// The defaults compiled into the binary (`configs/trainer.yaml` of the source tree; the
+    /// command line and scripts prefer the working directory's copy, see `workspace`).
+    pub fn builtin() -> Result<Self, TrainError> {
+        Self::from_yaml(EMBEDDED_DEFAULTS, "<built-in trainer.yaml>")
     }
 
     pub fn from_yaml(text: &str, origin: &str) -> Result<Self, TrainError> {
@@ -294,7 +283,7 @@ mod tests {
 
     #[test]
     fn defaults_parse_and_overrides_are_checked() {
-        let d = TrainConfig::defaults().unwrap();
+        let d = TrainConfig::builtin().unwrap();
         assert_eq!(d.mode, Mode::Grpo);
         assert_eq!(d.lambda_psr, 0.1);
         let mut o = serde_json::Map::new();
@@ -344,7 +333,7 @@ mod tests {
 
     #[test]
     fn schedules() {
-        let mut c = TrainConfig::defaults().unwrap();
+        let mut c = TrainConfig::builtin().unwrap();
         c.subset_size = 20;
         c.batch_size = 2; // 10 steps
         c.learning_rate = 1.0;

@@ -141,7 +141,7 @@ impl RlTrainer {
         let rewards =
             RewardSet::from_specs_with(&config.rewards, custom, &config.reward_context())?;
         let samples = samples[..config.subset_size].to_vec();
-        let prompts = tokenize_prompts(&policy, &samples, &template, config.max_completion_length)?;
+        let prompts = tokenize_prompts(&policy, &samples, &template, &config)?;
         let reference = if config.beta > 0.0 {
             Some(Policy::new(
                 policy.config.clone(),
@@ -596,13 +596,15 @@ fn tokenize_prompts(
     policy: &Policy,
     samples: &[Sample],
     template: &PromptTemplate,
-    new_tokens: usize,
+    config: &TrainConfig,
 ) -> Result<Vec<Vec<u32>>, TrainError> {
+    let new_tokens = config.max_completion_length;
     samples
         .iter()
         .enumerate()
         .map(|(i, s)| {
-            let ids = policy.tokenizer.encode(&template.render(s))?;
+            let text = policy.prompt_text(&template.render(s), config.prompt_format)?;
+            let ids = policy.tokenizer.encode(&text)?;
             policy
                 .check_fits(ids.len(), new_tokens)
                 .map_err(|e| TrainError::Config {

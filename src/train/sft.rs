@@ -11,7 +11,7 @@ use super::observe::{Observer, Phase, StepMetrics};
 use super::optim::{AdamW, AdamWConfig};
 use super::rl::{Cursor, RunSummary};
 use super::{ensure_finite, ensure_finite_weights, Schedule, TrainError};
-use crate::data::{gold_completion, PromptTemplate, Sample};
+use crate::data::{gold_completion, PromptFormat, PromptTemplate, Sample};
 use crate::model::Policy;
 use crate::parallel::worker_threads;
 
@@ -32,6 +32,8 @@ pub struct WarmStartConfig {
     pub save_steps: usize,
     /// Checkpoints kept (0: all).
     pub save_total_limit: usize,
+    /// `raw`, or `chat`: the prompt as the user turn of the model's chat template.
+    pub prompt_format: PromptFormat,
 }
 
 impl Default for WarmStartConfig {
@@ -47,6 +49,7 @@ impl Default for WarmStartConfig {
             seed: 2025,
             save_steps: 50,
             save_total_limit: 3,
+            prompt_format: PromptFormat::Raw,
         }
     }
 }
@@ -136,7 +139,8 @@ impl SftTrainer {
         }
         let mut seqs = Vec::with_capacity(n);
         for (i, s) in samples[..n].iter().enumerate() {
-            let prompt = policy.tokenizer.encode(&template.render(s))?;
+            let text = policy.prompt_text(&template.render(s), config.prompt_format)?;
+            let prompt = policy.tokenizer.encode(&text)?;
             let mut full = prompt.clone();
             full.extend(policy.tokenizer.encode(&gold_completion(s))?);
             full.push(policy.tokenizer.eos_id());
