@@ -10,6 +10,7 @@ pub mod eval;
 pub mod fsx;
 pub mod memory;
 pub mod model;
+pub mod options;
 pub mod parallel;
 pub mod plot;
 pub mod report;

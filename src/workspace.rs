@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use crate::data::{DataError, PromptTemplate};
 use crate::model::{ModelError, Preset};
-use crate::train::{TrainConfig, TrainError};
+use crate::train::{TrainConfig, TrainError, WarmStartConfig};
 
 /// A project directory.
 #[derive(Debug, Clone)]
@@ -45,6 +45,20 @@ impl Workspace {
                 TrainConfig::from_yaml(&text, &path.display().to_string())
             }
             None => TrainConfig::builtin(),
+        }
+    }
+
+    /// The warm start's defaults: `configs/warm_start.yaml` here, else the built-in one.
+    pub fn warm_start_defaults(&self) -> Result<WarmStartConfig, TrainError> {
+        match self.file("configs/warm_start.yaml") {
+            Some(path) => {
+                let text = std::fs::read_to_string(&path).map_err(|e| TrainError::Config {
+                    origin: path.display().to_string(),
+                    msg: e.to_string(),
+                })?;
+                WarmStartConfig::from_yaml(&text, &path.display().to_string())
+            }
+            None => WarmStartConfig::builtin(),
         }
     }
 

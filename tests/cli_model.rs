@@ -142,7 +142,7 @@ fn bench_prints_one_json_object_per_figure() {
     assert_eq!(figures.len(), 4, "{out}");
     assert_eq!(figures[0]["figure"], "rollout");
     assert!(figures[0]["new_tokens_per_s"].as_f64().unwrap() > 0.0);
-    assert_eq!(figures[1]["figure"], "train_step");
+    assert_eq!(figures[1]["figure"], "update");
     assert!(figures[1]["seconds"].as_f64().unwrap() > 0.0);
     assert!(figures[1]["peak_rss_mb"].as_f64().unwrap() > 0.0);
     assert_eq!(figures[2]["figure"], "script_reward");

@@ -73,7 +73,7 @@ fn run_with(cfg: TrainConfig, rewards: &CustomRewards) -> (Recorder, RlTrainer) 
     let mut trainer =
         RlTrainer::with_rewards(cfg, policy, &data(), PromptTemplate::default(), rewards).unwrap();
     let mut rec = Recorder::default();
-    trainer.run(&mut rec).unwrap();
+    chartrl::train::fit(&mut trainer, &mut (), &mut rec).unwrap();
     (rec, trainer)
 }
 
@@ -92,11 +92,13 @@ fn every_mode_trains_with_finite_metrics_and_moves_the_weights() {
         let (rec, trainer) = run_with(config(mode, serde_json::json!({"beta": 0.1})), &rewards);
         assert_eq!(rec.steps.len(), 2, "{mode:?}");
         for m in &rec.steps {
-            for (k, v) in &m.values {
+            for (k, v) in &m.values() {
                 assert!(v.is_finite(), "{mode:?} step {}: {k} = {v}", m.step);
             }
-            assert_eq!(m.values["skipped"], 0.0, "{mode:?}");
-            assert!(m.values.contains_key("rewards/accuracy/mean") && m.values.contains_key("kl"));
+            assert_eq!(m.values()["skipped"], 0.0, "{mode:?}");
+            assert!(
+                m.values().contains_key("rewards/accuracy/mean") && m.values().contains_key("kl")
+            );
             assert!(!m.console_line().is_empty());
         }
         let w0 = before
@@ -123,9 +125,9 @@ fn nsr_with_every_sample_correct_is_skipped_with_a_warning() {
     let (rec, trainer) = run_with(config(Mode::Nsr, serde_json::json!({})), &all_correct());
     assert_eq!(rec.steps.len(), 2);
     for m in &rec.steps {
-        assert_eq!(m.values["skipped"], 1.0);
-        assert_eq!(m.kept, 0);
-        assert!(m.values.values().all(|v| v.is_finite()));
+        assert_eq!(m.values()["skipped"], 1.0);
+        assert_eq!(m.rl.as_ref().unwrap().kept, 0);
+        assert!(m.values().values().all(|v| v.is_finite()));
         assert!(
             m.console_line().contains("0/6 negative samples"),
             "{}",
@@ -169,7 +171,7 @@ fn psr_with_no_correct_sample_is_skipped_with_a_warning() {
     assert!(rec
         .steps
         .iter()
-        .all(|m| m.values["skipped"] == 1.0 && !m.values.contains_key("loss")));
+        .all(|m| m.values()["skipped"] == 1.0 && !m.values().contains_key("loss")));
     assert!(rec.events.iter().any(|e| e.kind == "no_positive_samples"));
 }
 
@@ -177,8 +179,11 @@ fn psr_with_no_correct_sample_is_skipped_with_a_warning() {
 fn grpo_with_equal_rewards_everywhere_is_skipped_with_a_warning() {
     let (rec, _) = run_with(config(Mode::Grpo, serde_json::json!({})), &all_correct());
     for m in &rec.steps {
-        assert_eq!(m.values["skipped"], 1.0);
-        assert_eq!((m.kept, m.values["informative"]), (6, 0.0));
+        assert_eq!(m.values()["skipped"], 1.0);
+        assert_eq!(
+            (m.rl.as_ref().unwrap().kept, m.values()["informative"]),
+            (6, 0.0)
+        );
         assert!(
             m.console_line().contains("every advantage is 0"),
             "{}",
@@ -191,7 +196,7 @@ fn grpo_with_equal_rewards_everywhere_is_skipped_with_a_warning() {
         config(Mode::Grpo, serde_json::json!({"beta": 0.1})),
         &all_correct(),
     );
-    assert!(rec.steps.iter().all(|m| m.values["skipped"] == 0.0));
+    assert!(rec.steps.iter().all(|m| m.values()["skipped"] == 0.0));
 }
 
 #[test]
@@ -199,12 +204,19 @@ fn each_step_records_the_correctness_of_what_it_kept() {
     for mode in Mode::ALL {
         let (rec, _) = run_with(config(mode, serde_json::json!({})), &custom(EvenLength));
         for m in &rec.steps {
-            let v = |k: &str| m.values[k] as usize;
-            assert_eq!(v("kept_correct") + v("kept_incorrect"), m.kept, "{mode:?}");
+            let v = |k: &str| m.values()[k] as usize;
+            assert_eq!(
+                v("kept_correct") + v("kept_incorrect"),
+                m.rl.as_ref().unwrap().kept,
+                "{mode:?}"
+            );
             let (kc, ki) = match mode {
-                Mode::Psr => (m.correct, 0),
-                Mode::Nsr => (0, m.incorrect),
-                _ => (m.correct, m.incorrect),
+                Mode::Psr => (m.rl.as_ref().unwrap().correct, 0),
+                Mode::Nsr => (0, m.rl.as_ref().unwrap().incorrect),
+                _ => (
+                    m.rl.as_ref().unwrap().correct,
+                    m.rl.as_ref().unwrap().incorrect,
+                ),
             };
             assert_eq!(
                 (v("kept_correct"), v("kept_incorrect")),
@@ -238,11 +250,11 @@ fn two_identical_runs_give_identical_metrics_and_weights() {
     let cfg = config(Mode::Grpo, serde_json::json!({"num_epochs": 2}));
     let (a, ta) = run_with(cfg.clone(), &custom(EvenLength));
     let (b, tb) = run_with(cfg, &custom(EvenLength));
-    assert!(a.steps.iter().any(|m| m.values["skipped"] == 0.0));
+    assert!(a.steps.iter().any(|m| m.values()["skipped"] == 0.0));
     assert_eq!(a.steps.len(), 4);
     for (x, y) in a.steps.iter().zip(&b.steps) {
         let strip = |m: &chartrl::train::StepMetrics| {
-            m.values
+            m.values()
                 .iter()
                 .filter(|(k, _)| !k.ends_with("_time") && k.as_str() != "tokens_per_s")
                 .map(|(k, v)| (k.clone(), v.to_bits()))

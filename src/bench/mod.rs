@@ -1,5 +1,6 @@
-//! The benchmark behind `chartrl bench`: the cost of one GRPO step's rollout and update on a
-//! preset model, measured as medians after a warm-up. Returns figures; the CLI prints them.
+//! The benchmark behind `chartrl bench`: the cost of the two halves of a real RL step, the
+//! trainer's own rollout and update, on the model the POC trains, measured as medians after
+//! a warm-up. Returns figures; the CLI prints them.
 
 mod report;
 mod reward;
@@ -13,17 +14,14 @@ use crate::train::observe::median;
 use std::time::Instant;
 
 use candle_core::Device;
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
 use crate::data::{Generator, PromptTemplate, Split};
-use crate::model::{ModelError, Policy, Preset, SamplingParams};
-use crate::train::objective::{advantages, group_loss, Normaliser};
-use crate::train::{backward_pieces, clip_factor, global_norm, AdamW, AdamWConfig, LossType, Mode};
+use crate::model::{Policy, Preset};
+use crate::train::{Mode, RlTrainer, TrainConfig, TrainError};
 
-/// The workload: `prompts` groups of `completions` samples each, prompts of `prompt_tokens`,
-/// `new_tokens` generated per completion (end-of-text ignored so every run does the same work).
+/// The workload: `prompts` groups of `completions` samples each, prompts of about
+/// `prompt_tokens`, at most `new_tokens` generated per completion.
 #[derive(Debug, Clone, Serialize)]
 pub struct Workload {
     pub prompts: usize,
@@ -57,6 +55,8 @@ pub struct Figure {
     pub seconds: f64,
     pub seconds_min: f64,
     pub seconds_max: f64,
+    /// Mean prompt length in tokens.
+    pub prompt_tokens: usize,
     /// Generated tokens per second (rollout only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub new_tokens_per_s: Option<f64>,
@@ -68,112 +68,98 @@ pub struct Figure {
     pub workload: Workload,
 }
 
-/// Runs both figures (`rollout`, then `train_step`) on a freshly initialised preset model.
-/// `rollout_only` skips the training step (for profiling sampling alone).
+/// Runs both halves of a real RL step: [`RlTrainer::rollout`], then [`RlTrainer::update`],
+/// on the model the POC trains (the preset with its standard tokenizer and seed), with
+/// W-REINFORCE, which keeps every sample, so every update is a full one. `rollout_only` skips
+/// the update (for profiling sampling alone).
 pub fn run(
     preset_name: &str,
     preset: &Preset,
     workload: &Workload,
     device: &Device,
     rollout_only: bool,
-) -> Result<Vec<Figure>, ModelError> {
+) -> Result<Vec<Figure>, TrainError> {
     let policy = Policy::from_preset(preset, crate::model::TOKENIZER_CORPUS, 0, device)?;
-    let prompts = bench_prompts(&policy, workload)?;
-    let params = SamplingParams {
-        temperature: 1.0,
-        top_p: 1.0,
-        max_new_tokens: workload.new_tokens,
-        stop_at_eos: false,
-    };
-    let mut rng = ChaCha8Rng::seed_from_u64(0);
-    let mut groups = Vec::new();
-    let rollout = time_reps(workload, || {
-        groups = policy.sample_groups(&prompts, workload.completions, &params, &mut rng)?;
+    let parameters = policy.params.num_parameters();
+    let mut trainer = bench_trainer(policy, workload)?;
+    let mut rollout = None;
+    let times = time_reps(workload, || {
+        rollout = Some(trainer.rollout(0)?);
         Ok(())
     })?;
-    let new_tokens = (workload.prompts * workload.completions * workload.new_tokens) as f64;
-    let completions: Vec<Vec<Vec<u32>>> = groups
-        .iter()
-        .map(|g| g.iter().map(|c| c.tokens.clone()).collect())
-        .collect();
-    let tps = new_tokens / median(&rollout);
+    let Some(rollout) = rollout else {
+        return Ok(Vec::new());
+    };
+    let tps = rollout.new_tokens() as f64 / median(&times);
+    let prompt_tokens =
+        rollout.prompts.iter().map(Vec::len).sum::<usize>() / rollout.prompts.len().max(1);
     let figure = |name, times: Vec<f64>, tps| Figure {
         figure: name,
         preset: preset_name.to_string(),
-        parameters: policy.params.num_parameters(),
+        parameters,
         seconds: median(&times),
         seconds_min: times.iter().copied().fold(f64::INFINITY, f64::min),
         seconds_max: times.iter().copied().fold(0.0, f64::max),
         new_tokens_per_s: tps,
+        prompt_tokens,
         threads: crate::parallel::worker_threads(),
         kernel_threads: candle_core::utils::get_num_threads(),
         peak_rss_mb: peak_rss_mb(),
         workload: workload.clone(),
     };
-    let mut figures = vec![figure("rollout", rollout, Some(tps))];
+    let mut figures = vec![figure("rollout", times, Some(tps))];
     if !rollout_only {
-        let mut opt = AdamW::new(AdamWConfig::default());
-        let train = time_reps(workload, || {
-            train_step(&policy, &prompts, &completions, &mut opt)
-        })?;
-        figures.push(figure("train_step", train, None));
+        let update = time_reps(workload, || trainer.update(&rollout).map(|_| ()))?;
+        figures.push(figure("update", update, None));
     }
     Ok(figures)
 }
 
-/// One RL update over the sampled groups, as the trainer takes it: per-group forward with
-/// gradients (groups in parallel), the clipped-surrogate token-mean loss with W-REINFORCE
-/// advantages (alternating correct/incorrect), clipping and AdamW.
-fn train_step(
+/// An RL trainer of the workload's shape (`prompts` x `completions`, `new_tokens` at most)
+/// over synthetic test questions whose prompts are padded to about `prompt_tokens`.
+fn bench_trainer(policy: Policy, w: &Workload) -> Result<RlTrainer, TrainError> {
+    let samples: Vec<_> = Generator::new(Split::Test, 0).take(w.prompts).collect();
+    let mut config = TrainConfig::builtin()?;
+    config.mode = Mode::WReinforce;
+    config.subset_size = w.prompts;
+    config.batch_size = w.prompts;
+    config.num_generations = w.completions;
+    config.max_completion_length = w.new_tokens;
+    config.learning_rate = 1e-5;
+    let template = padded_template(&policy, &samples[0], w.prompt_tokens)?;
+    RlTrainer::new(config, policy, &samples, template)
+}
+
+/// The default prompt template with the chart's table repeated before it until a prompt
+/// reaches about `tokens` tokens (the benchmark's prompt length).
+fn padded_template(
     policy: &Policy,
-    prompts: &[Vec<u32>],
-    groups: &[Vec<Vec<u32>>],
-    opt: &mut AdamW,
-) -> Result<(), ModelError> {
-    let tokens: usize = groups.iter().flatten().map(Vec::len).sum();
-    let norm = Normaliser {
-        loss_type: LossType::TokenMean,
-        kept_tokens: tokens as f64,
-        kept_sequences: groups.iter().map(Vec::len).sum::<usize>() as f64,
-        max_completion_length: groups.iter().flatten().map(Vec::len).max().unwrap_or(1),
-    };
-    let (grads, _) = backward_pieces(&policy.params, prompts.len(), |i| {
-        let out = policy
-            .group_logprobs(&prompts[i], &groups[i], 1.0, true)
-            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
-        let correct: Vec<bool> = (0..groups[i].len()).map(|j| j % 2 == 0).collect();
-        let rewards: Vec<f64> = correct.iter().map(|&c| if c { 1.0 } else { 0.0 }).collect();
-        let shaping = vec![0.0; rewards.len()];
-        let (adv, kept) = advantages(Mode::WReinforce, &rewards, &shaping, &correct, 0.1);
-        let (loss, _) = group_loss(&out.logp, &out.mask, &adv, &kept, None, 0.0, 0.2, &norm)?;
-        Ok((loss, ()))
-    })?;
-    let factor = clip_factor(global_norm(&grads)?, 1.0);
-    opt.step(&policy.params, &grads, 1e-5, factor)?;
-    Ok(())
-}
-
-/// `prompts` prompts of exactly `prompt_tokens` tokens, cut from rendered synthetic samples.
-fn bench_prompts(policy: &Policy, w: &Workload) -> Result<Vec<Vec<u32>>, ModelError> {
-    let template = PromptTemplate::default();
-    let gen = Generator::new(Split::Test, 0);
-    let mut out = Vec::new();
-    let mut i = 0;
-    for _ in 0..w.prompts {
-        let mut ids = Vec::new();
-        while ids.len() < w.prompt_tokens {
-            ids.extend(policy.tokenizer.encode(&template.render(&gen.sample(i)))?);
-            i += 1;
-        }
-        ids.truncate(w.prompt_tokens);
-        out.push(ids);
+    sample: &crate::data::Sample,
+    tokens: usize,
+) -> Result<PromptTemplate, TrainError> {
+    let base = PromptTemplate::default();
+    let mut text = base.text().to_string();
+    while policy
+        .tokenizer
+        .encode(&PromptTemplate::parse(&text).map_err(bad)?.render(sample))?
+        .len()
+        < tokens
+    {
+        text = format!("Context:\n{{table}}\n{text}");
     }
-    Ok(out)
+    PromptTemplate::parse(&text).map_err(bad)
 }
 
-fn time_reps<F>(w: &Workload, mut f: F) -> Result<Vec<f64>, ModelError>
+fn bad(msg: String) -> TrainError {
+    TrainError::Config {
+        origin: "bench prompt".into(),
+        msg,
+    }
+}
+
+fn time_reps<F>(w: &Workload, mut f: F) -> Result<Vec<f64>, TrainError>
 where
-    F: FnMut() -> Result<(), ModelError>,
+    F: FnMut() -> Result<(), TrainError>,
 {
     for _ in 0..w.warmup {
         f()?;

@@ -11,7 +11,7 @@ use crate::data::{Generator, PromptTemplate, Split};
 use crate::model::{Policy, Preset};
 use crate::runs::{checkpoint, RunError};
 use crate::store::{write::StepRecord, Kind, NewRun, Owner, SampleRow, Store, STALE_AFTER};
-use crate::train::{Mode, Recorder, RlTrainer, TrainConfig};
+use crate::train::{Mode, Recorder, RlTrainer, TrainConfig, Trainer};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct StoreFigure {
@@ -77,19 +77,20 @@ pub fn store_overhead(
         let m = trainer.train_step(&mut Recorder::default())?;
         step_s.push(t.elapsed().as_secs_f64());
         let samples: Vec<SampleRow> = crate::runs::sample_rows(&m);
+        let values = m.values();
         let t = Instant::now();
         store.log_step(
             run.id,
             &StepRecord {
                 step: m.step,
-                values: Some(&m.values),
+                values: Some(&values),
                 events: &[],
                 samples: &samples,
                 lease: Some(&me.token),
             },
         )?;
         store_s.push(t.elapsed().as_secs_f64());
-        rows = m.values.len();
+        rows = values.len();
     }
     let t = Instant::now();
     let row = checkpoint::write(&dir, "bench/checkpoints/checkpoint-bench", &trainer)?;

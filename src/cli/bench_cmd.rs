@@ -63,7 +63,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     for figure in &figures {
         println!("{}", serde_json::to_string(figure)?);
     }
-    if let Some(step) = figures.iter().find(|f| f.figure == "train_step") {
+    if let Some(step) = figures.iter().find(|f| f.figure == "update") {
         let completions = workload.prompts * workload.completions;
         let figure =
             bench::reward_cost(step.seconds, completions, 200).map_err(anyhow::Error::msg)?;

@@ -40,10 +40,13 @@ pub struct GenArgs {
     /// three never share a (chart, question) pair
     #[arg(long, default_value = "train")]
     split: String,
+    /// Samples to write (the first N of the split)
     #[arg(long, default_value_t = 1000)]
     size: usize,
+    /// The split's seed (2025 is the one every default uses)
     #[arg(long, default_value_t = 2025)]
     seed: u64,
+    /// The JSONL file to write (written whole or not at all)
     #[arg(long)]
     out: PathBuf,
 }
@@ -52,6 +55,7 @@ pub struct GenArgs {
 pub struct ShowArgs {
     /// A .jsonl (chartrl) or .json (ChartQA) file
     file: PathBuf,
+    /// Which sample (0-based)
     #[arg(long, default_value_t = 0)]
     index: usize,
 }
@@ -66,12 +70,16 @@ pub struct StatsArgs {
 pub struct RenderArgs {
     /// A .jsonl (chartrl) or .json (ChartQA) file
     file: PathBuf,
+    /// Which sample (0-based)
     #[arg(long, default_value_t = 0)]
     index: usize,
+    /// The PNG file to write
     #[arg(long)]
     out: PathBuf,
+    /// Image width in pixels
     #[arg(long, default_value_t = 900)]
     width: u32,
+    /// Image height in pixels
     #[arg(long, default_value_t = 600)]
     height: u32,
 }

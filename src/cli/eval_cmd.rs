@@ -8,7 +8,7 @@ use std::sync::Arc;
 use clap::Args;
 use indicatif::ProgressBar;
 
-use super::target::{Compute, Questions, Target};
+use super::target::{Compute, Questions, Sampling, Target};
 use super::train_cmd::DEFAULT_DB;
 use crate::eval::{EvalConfig, EvalSummary, PassKError};
 use crate::runs::evaluate::{evaluate, EvalObserver, EvalRequest, EvalTarget};
@@ -34,14 +34,8 @@ pub struct EvalArgs {
     /// The k values to print (every k <= n is computed and stored); default: powers of 2 and n
     #[arg(long, value_delimiter = ',')]
     k: Vec<usize>,
-    #[arg(long, default_value_t = EvalConfig::default().temperature)]
-    temperature: f64,
-    #[arg(long, default_value_t = EvalConfig::default().top_p)]
-    top_p: f64,
-    #[arg(long, default_value_t = EvalConfig::default().max_new_tokens)]
-    max_new_tokens: usize,
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
+    #[command(flatten)]
+    sampling: Sampling,
     /// The run store
     #[arg(long, default_value = DEFAULT_DB)]
     db: PathBuf,
@@ -70,10 +64,10 @@ impl EvalObserver for Bar {
 pub fn run(a: EvalArgs) -> anyhow::Result<()> {
     let config = EvalConfig {
         n: a.n,
-        temperature: a.temperature,
-        top_p: a.top_p,
-        max_new_tokens: a.max_new_tokens,
-        seed: a.seed,
+        temperature: a.sampling.temperature,
+        top_p: a.sampling.top_p,
+        max_new_tokens: a.sampling.max_new_tokens,
+        seed: a.sampling.seed,
         prompt_format: a.compute.format(),
     };
     config

@@ -14,6 +14,7 @@ mod sample_cmd;
 mod signals;
 mod target;
 mod train_cmd;
+mod values;
 
 use data_cmd::progress as progress_bar;
 
@@ -369,5 +370,36 @@ mod tests {
             message: "stopped".into(),
         };
         assert_eq!(exit_code(&anyhow::Error::from(stopped)), 130);
+    }
+}
+
+#[cfg(test)]
+mod help_tests {
+    use clap::CommandFactory;
+
+    /// Every option and argument of every command, with the command path, that has no help.
+    fn undocumented(cmd: &clap::Command, path: &str, out: &mut Vec<String>) {
+        for arg in cmd.get_arguments() {
+            let id = arg.get_id().as_str();
+            if ["help", "version"].contains(&id) || arg.is_hide_set() {
+                continue;
+            }
+            if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                out.push(format!("{path} --{id}"));
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            if sub.get_about().is_none() && sub.get_long_about().is_none() {
+                out.push(format!("{path} {} (the command)", sub.get_name()));
+            }
+            undocumented(sub, &format!("{path} {}", sub.get_name()), out);
+        }
+    }
+
+    #[test]
+    fn every_option_of_every_command_has_help_text() {
+        let mut missing = Vec::new();
+        undocumented(&super::Cli::command(), "chartrl", &mut missing);
+        assert!(missing.is_empty(), "no help text: {missing:#?}");
     }
 }

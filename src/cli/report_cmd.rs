@@ -75,6 +75,7 @@ pub struct MonitorArgs {
     /// Print the summary again every --every seconds until the run stops running
     #[arg(long, short)]
     follow: bool,
+    /// Seconds between summaries with --follow
     #[arg(long, default_value_t = 30)]
     every: u64,
     /// The run store

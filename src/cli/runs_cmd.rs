@@ -32,7 +32,9 @@ enum RunsCommand {
     /// A run's metric history: CSV `step,key,value,time` (one row per metric per step) or
     /// JSONL (one object per step)
     Export {
+        /// The run (name or identity prefix)
         run: String,
+        /// csv or jsonl
         #[arg(long, value_enum, default_value_t = Format::Csv)]
         format: Format,
         /// Write to this file instead of stdout

@@ -8,10 +8,9 @@ use clap::Args;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use super::target::{Compute, Questions, Target};
+use super::target::{Compute, Questions, Sampling, Target};
 use super::train_cmd::DEFAULT_DB;
 use crate::data::Sample;
-use crate::eval::EvalConfig;
 use crate::model::{default_dtype, Policy, SamplingParams};
 use crate::reward::{is_correct, RewardContext, RewardSet, RewardSpec, Scored};
 use crate::runs::evaluate::run_model;
@@ -37,14 +36,8 @@ pub struct SampleArgs {
     /// Completions to draw
     #[arg(short = 'n', long, default_value_t = 4)]
     n: usize,
-    #[arg(long, default_value_t = EvalConfig::default().temperature)]
-    temperature: f64,
-    #[arg(long, default_value_t = EvalConfig::default().top_p)]
-    top_p: f64,
-    #[arg(long, default_value_t = 128)]
-    max_new_tokens: usize,
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
+    #[command(flatten)]
+    sampling: Sampling,
     #[command(flatten)]
     compute: Compute,
     /// The run store (with --run)
@@ -85,17 +78,17 @@ pub fn run(a: SampleArgs) -> anyhow::Result<()> {
     println!("--- prompt ---\n{prompt}");
     let ids = policy.tokenizer.encode(&prompt)?;
     let params = SamplingParams {
-        temperature: a.temperature,
-        top_p: a.top_p,
-        max_new_tokens: a.max_new_tokens,
+        temperature: a.sampling.temperature,
+        top_p: a.sampling.top_p,
+        max_new_tokens: a.sampling.max_new_tokens,
         stop_at_eos: true,
     };
-    let mut rng = ChaCha8Rng::seed_from_u64(a.seed);
+    let mut rng = ChaCha8Rng::seed_from_u64(a.sampling.seed);
     let start = std::time::Instant::now();
     let completions = policy.sample_group(&ids, a.n, &params, &mut rng)?;
     let secs = start.elapsed().as_secs_f64();
     let ctx = RewardContext {
-        max_completion_length: a.max_new_tokens,
+        max_completion_length: a.sampling.max_new_tokens,
     };
     let scores = match &sample {
         Some(s) => {

@@ -77,3 +77,21 @@ impl Compute {
         self.prompt_format.map(Into::into).unwrap_or_default()
     }
 }
+
+/// How completions are drawn (`sample`, `eval`); defaults are the evaluation's.
+#[derive(Args, Debug, Clone)]
+#[command(allow_negative_numbers = true)]
+pub struct Sampling {
+    /// Softmax temperature (0: greedy)
+    #[arg(long, default_value_t = crate::eval::EvalConfig::default().temperature)]
+    pub temperature: f64,
+    /// Nucleus sampling: keep the smallest set of tokens with this much probability
+    #[arg(long, default_value_t = crate::eval::EvalConfig::default().top_p)]
+    pub top_p: f64,
+    /// Tokens per completion at most, end-of-text included
+    #[arg(long, default_value_t = crate::eval::EvalConfig::default().max_new_tokens)]
+    pub max_new_tokens: usize,
+    /// Seeds the sampling
+    #[arg(long, default_value_t = crate::eval::EvalConfig::default().seed)]
+    pub seed: u64,
+}

@@ -5,17 +5,19 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::Context;
 use clap::Args;
+use serde::Serialize;
 
 use super::progress::ConsoleObserver;
 use super::target::Compute;
 use crate::data::{PromptFormat, Split};
 use crate::eval::EvalConfig;
+use crate::options;
 use crate::runs::evaluate::{evaluate, EvalRequest, EvalTarget, Quiet};
 use crate::runs::{
     self, ClaimPolicy, DataSpec, Ending, TrainOutcome, TrainRequest, WarmStartRequest,
 };
 use crate::store::Store;
-use crate::train::{TrainConfig, WarmStartConfig};
+use crate::train::{LossType, Mode, Schedule, TrainConfig};
 use crate::workspace::Workspace;
 
 /// Where the run store lives unless `--db` says otherwise.
@@ -75,38 +77,9 @@ pub struct TrainArgs {
     /// A YAML file of trainer options (on top of configs/trainer.yaml)
     #[arg(long)]
     config: Option<PathBuf>,
-    /// grpo, psr, nsr or w-reinforce
-    #[arg(long)]
-    mode: Option<String>,
-    #[arg(long)]
-    subset_size: Option<usize>,
-    #[arg(long)]
-    num_epochs: Option<usize>,
-    #[arg(long)]
-    num_generations: Option<usize>,
-    #[arg(long)]
-    batch_size: Option<usize>,
-    #[arg(long)]
-    learning_rate: Option<f64>,
-    #[arg(long)]
-    reward_threshold: Option<f64>,
-    #[arg(long)]
-    lambda_psr: Option<f64>,
-    #[arg(long)]
-    beta: Option<f64>,
-    #[arg(long)]
-    temperature: Option<f64>,
-    #[arg(long)]
-    max_completion_length: Option<usize>,
-    #[arg(long)]
-    seed: Option<u64>,
-    /// Checkpoint every N steps (and at the end)
-    #[arg(long)]
-    save_steps: Option<usize>,
-    /// Checkpoints kept (0: all)
-    #[arg(long)]
-    save_total_limit: Option<usize>,
-    /// Any other option as key=value (JSON values), e.g. --set loss_type="dr_grpo"
+    #[command(flatten)]
+    flags: TrainFlags,
+    /// Any trainer option as KEY=VALUE (JSON values), e.g. --set loss_type=dr_grpo
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
     /// Print the step line every N steps
@@ -114,8 +87,89 @@ pub struct TrainArgs {
     log_every: usize,
 }
 
+/// The trainer options `train` takes as flags: each, when given, overrides the option of the
+/// same name (defaults: configs/trainer.yaml).
+#[derive(Args, Debug, Serialize)]
+struct TrainFlags {
+    /// The training mode
+    #[arg(long, value_enum)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mode: Option<Mode>,
+    /// Train on the first N samples of the data
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    subset_size: Option<usize>,
+    /// Passes over the subset
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    num_epochs: Option<usize>,
+    /// Completions sampled per prompt (G; grpo needs at least 2)
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    num_generations: Option<usize>,
+    /// Prompts per step
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    batch_size: Option<usize>,
+    /// AdamW's peak learning rate
+    #[arg(long, value_parser = finite)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    learning_rate: Option<f64>,
+    /// How the learning rate moves after warm-up
+    #[arg(long, value_enum)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lr_scheduler: Option<Schedule>,
+    /// A completion is correct when its accuracy reward reaches this, in (0, 1]
+    #[arg(long, value_parser = finite)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reward_threshold: Option<f64>,
+    /// W-REINFORCE: the advantage of correct samples (incorrect ones get -1)
+    #[arg(long, value_parser = finite)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lambda_psr: Option<f64>,
+    /// Weight of the k3 KL to the starting weights (0: no reference model)
+    #[arg(long, value_parser = finite)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    beta: Option<f64>,
+    /// How per-token losses become the step's loss
+    #[arg(long, value_enum)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    loss_type: Option<LossType>,
+    /// Sampling temperature of rollouts (training log-probs use the same scaling)
+    #[arg(long, value_parser = finite)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f64>,
+    /// Tokens per completion, end-of-text included
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_completion_length: Option<usize>,
+    /// Seeds the data order and the sampling
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seed: Option<u64>,
+    /// Checkpoint every N steps (and at the end)
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    save_steps: Option<usize>,
+    /// Checkpoints kept (0: all)
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    save_total_limit: Option<usize>,
+}
+
+/// A float flag that must be a finite number (NaN has no place in an option).
+fn finite(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() => Ok(v),
+        Ok(v) => Err(format!("{v} is not a finite number")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// Fine-tune a model on gold reasoning traces so RL starts from a sometimes-right policy,
 /// as a run in the store (resumable like `train`).
+///
+/// Options default to configs/warm_start.yaml; flags override them.
 ///
 /// Example: chartrl warm-start --model models/tiny --out models/tiny-warm
 #[derive(Args, Debug)]
@@ -126,88 +180,70 @@ pub struct WarmStartArgs {
     /// Also write the final model to this directory (it is always in RUNS_ROOT/NAME/model)
     #[arg(long)]
     out: Option<PathBuf>,
-    #[arg(long, default_value_t = WarmStartConfig::default().samples)]
-    samples: usize,
-    #[arg(long, default_value_t = WarmStartConfig::default().epochs)]
-    epochs: usize,
-    #[arg(long, default_value_t = WarmStartConfig::default().batch_size)]
-    batch_size: usize,
-    #[arg(long, default_value_t = WarmStartConfig::default().learning_rate)]
-    learning_rate: f64,
-    #[arg(long, default_value_t = 2025)]
-    seed: u64,
-    /// Checkpoint every N steps (and at the end)
-    #[arg(long, default_value_t = WarmStartConfig::default().save_steps)]
-    save_steps: usize,
+    #[command(flatten)]
+    flags: WarmStartFlags,
     /// Held-out synthetic test questions for the greedy accuracy reported at the end (0: none)
     #[arg(long, default_value_t = 200)]
     eval_size: usize,
+    /// Print the step line every N steps
     #[arg(long, default_value_t = 25)]
     log_every: usize,
 }
 
+/// The warm-start options `warm-start` takes as flags (defaults: configs/warm_start.yaml).
+#[derive(Args, Debug, Serialize)]
+struct WarmStartFlags {
+    /// Train on the first N samples of the data
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    samples: Option<usize>,
+    /// Passes over the samples
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    epochs: Option<usize>,
+    /// Samples per step
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    batch_size: Option<usize>,
+    /// AdamW's peak learning rate
+    #[arg(long, value_parser = finite)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    learning_rate: Option<f64>,
+    /// How the learning rate moves after warm-up
+    #[arg(long, value_enum)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lr_scheduler: Option<Schedule>,
+    /// Seeds the data order
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seed: Option<u64>,
+    /// Checkpoint every N steps (and at the end)
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    save_steps: Option<usize>,
+}
+
+/// The flags that were given, as option overrides.
+fn given<T: Serialize>(flags: &T) -> anyhow::Result<serde_json::Map<String, serde_json::Value>> {
+    match serde_json::to_value(flags)? {
+        serde_json::Value::Object(map) => Ok(map),
+        _ => Ok(serde_json::Map::new()),
+    }
+}
+
+/// The trainer's options: the workspace's defaults, then --config, then the flags and --set
+/// (applied together, so their checks see them all).
 fn config_from(a: &TrainArgs, ws: &Workspace) -> anyhow::Result<TrainConfig> {
     let mut cfg = ws.trainer_defaults()?;
     if let Some(path) = &a.config {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        let v: serde_json::Value =
-            serde_yaml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        let map = v
-            .as_object()
-            .cloned()
-            .ok_or_else(|| anyhow::anyhow!("{}: expected a mapping of options", path.display()))?;
-        cfg = cfg.with_overrides(&map)?;
+        let text = std::fs::read_to_string(path).with_context(|| path.display().to_string())?;
+        cfg = cfg.with_overrides(&options::from_yaml(&text, &path.display().to_string())?)?;
     }
-    let mut o = serde_json::Map::new();
-    let mut put = |k: &str, v: Option<serde_json::Value>| {
-        if let Some(v) = v {
-            o.insert(k.to_string(), v);
-        }
-    };
-    put("mode", a.mode.clone().map(Into::into));
-    put("subset_size", a.subset_size.map(Into::into));
-    put("num_epochs", a.num_epochs.map(Into::into));
-    put("num_generations", a.num_generations.map(Into::into));
-    put("batch_size", a.batch_size.map(Into::into));
-    for (flag, v) in [
-        ("--learning-rate", a.learning_rate),
-        ("--reward-threshold", a.reward_threshold),
-        ("--lambda-psr", a.lambda_psr),
-        ("--beta", a.beta),
-        ("--temperature", a.temperature),
-    ] {
-        if let Some(v) = v.filter(|v| !v.is_finite()) {
-            anyhow::bail!("{flag} {v}: not a finite number");
-        }
+    let mut o = given(&a.flags)?;
+    if let Some(f) = a.run.compute.prompt_format {
+        o.insert("prompt_format".into(), PromptFormat::from(f).name().into());
     }
-    put("learning_rate", a.learning_rate.map(Into::into));
-    put("reward_threshold", a.reward_threshold.map(Into::into));
-    put("lambda_psr", a.lambda_psr.map(Into::into));
-    put("beta", a.beta.map(Into::into));
-    put("temperature", a.temperature.map(Into::into));
-    put(
-        "max_completion_length",
-        a.max_completion_length.map(Into::into),
-    );
-    put("seed", a.seed.map(Into::into));
-    put(
-        "prompt_format",
-        a.run
-            .compute
-            .prompt_format
-            .map(|f| PromptFormat::from(f).name().into()),
-    );
-    put("save_steps", a.save_steps.map(Into::into));
-    put("save_total_limit", a.save_total_limit.map(Into::into));
-    for kv in &a.set {
-        let (k, v) = kv
-            .split_once('=')
-            .ok_or_else(|| anyhow::anyhow!("--set {kv}: expected KEY=VALUE"))?;
-        let value =
-            serde_json::from_str(v).unwrap_or_else(|_| serde_json::Value::String(v.to_string()));
-        o.insert(k.to_string(), value);
-    }
+    o.extend(options::parse_sets(&a.set)?);
     Ok(cfg.with_overrides(&o)?)
 }
 
@@ -237,16 +273,9 @@ pub fn train(a: TrainArgs) -> anyhow::Result<()> {
 pub fn warm(a: WarmStartArgs) -> anyhow::Result<()> {
     super::model_dir(&a.run.model)?;
     let ws = Workspace::current();
-    let cfg = WarmStartConfig {
-        samples: a.samples,
-        epochs: a.epochs,
-        batch_size: a.batch_size,
-        learning_rate: a.learning_rate,
-        seed: a.seed,
-        save_steps: a.save_steps,
-        prompt_format: a.run.compute.format(),
-        ..WarmStartConfig::default()
-    };
+    let mut o = given(&a.flags)?;
+    o.insert("prompt_format".into(), a.run.compute.format().name().into());
+    let cfg = options::apply(&ws.warm_start_defaults()?, &o, "warm_start")?;
     let mut store = Store::open(&a.run.db)?;
     let request = WarmStartRequest {
         config: cfg,

@@ -15,9 +15,9 @@ use candle_core::{DType, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::identity::sha256_dir;
-use super::Resumable;
 use super::RunError;
 use crate::store::CheckpointRow;
+use crate::train::Trainer;
 use crate::train::{AdamW, AdamWConfig, Cursor};
 
 const STATE_FILE: &str = "trainer_state.json";
@@ -63,7 +63,7 @@ fn fsync(path: &Path) -> Result<(), RunError> {
 
 /// Writes the trainer's checkpoint under `root/rel` and returns its store row. On failure (a
 /// full disk) the temporary directory is removed and nothing is left behind.
-pub fn write(root: &Path, rel: &str, trainer: &dyn Resumable) -> Result<CheckpointRow, RunError> {
+pub fn write(root: &Path, rel: &str, trainer: &dyn Trainer) -> Result<CheckpointRow, RunError> {
     let dir = root.join(rel);
     let parent = dir.parent().unwrap_or(root).to_path_buf();
     let leaf = dir
@@ -101,7 +101,7 @@ pub fn write(root: &Path, rel: &str, trainer: &dyn Resumable) -> Result<Checkpoi
 }
 
 /// The checkpoint's files in `tmp`, each fsynced, and the directory too.
-fn write_files(tmp: &Path, trainer: &dyn Resumable) -> Result<(), RunError> {
+fn write_files(tmp: &Path, trainer: &dyn Trainer) -> Result<(), RunError> {
     std::fs::create_dir_all(tmp).map_err(|e| RunError::io(tmp, e))?;
     trainer.policy().save(tmp)?;
     fault_point("files", trainer.step());
@@ -168,7 +168,7 @@ pub fn verify(root: &Path, row: &CheckpointRow) -> Result<(), String> {
 /// Restores a verified checkpoint into `trainer` (built from the run's input model and
 /// configuration): weights, optimizer state and step. Refuses a checkpoint whose recorded
 /// configuration or derived cursor differs from what this trainer derives.
-pub fn restore(dir: &Path, trainer: &mut dyn Resumable) -> Result<(), RunError> {
+pub fn restore(dir: &Path, trainer: &mut dyn Trainer) -> Result<(), RunError> {
     let bad = |msg: String| RunError::Checkpoint {
         path: dir.to_path_buf(),
         msg,

@@ -11,9 +11,6 @@ pub mod checklist;
 pub mod checkpoint;
 pub mod evaluate;
 pub mod identity;
-mod resumable;
-
-pub use resumable::Resumable;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -26,8 +23,8 @@ use crate::store::{
     Status, Store, StoreError,
 };
 use crate::train::{
-    Event, Observer, Phase, RlTrainer, SftTrainer, StepMetrics, TrainConfig, TrainError,
-    WarmStartConfig,
+    fit, Event, FitHook, Observer, RlTrainer, SftTrainer, StepMetrics, TrainConfig, TrainError,
+    Trainer, WarmStartConfig,
 };
 
 /// Seed of the synthetic training split used when no data file is given.
@@ -386,7 +383,7 @@ fn execute(
     new: &NewRun,
     claim: &ClaimPolicy,
     obs: &mut dyn Observer,
-    build: impl FnOnce() -> Result<Box<dyn Resumable>, RunError>,
+    build: impl FnOnce() -> Result<Box<dyn Trainer>, RunError>,
 ) -> Result<TrainOutcome, RunError> {
     if let Some(run) = store.run_by_identity(&new.identity)? {
         if run.status == Status::Done {
@@ -493,12 +490,12 @@ fn failure_event(e: &RunError, message: &str, step: usize) -> EventRow {
     }
 }
 
-/// The claimed run's training: restore, step, record, checkpoint, finish.
+/// The claimed run's training: restore, then the training loop with the store's hook.
 fn drive(
     store: &mut Store,
     run: &Run,
     lease: &str,
-    trainer: &mut dyn Resumable,
+    trainer: &mut dyn Trainer,
     model_dir: &Path,
     obs: &mut dyn Observer,
 ) -> Result<TrainOutcome, RunError> {
@@ -506,9 +503,6 @@ fn drive(
     let root = store.root();
     let (save_steps, keep) = save_policy(&run.config);
     let resumed_from = resume_point(store, run, &root, trainer)?;
-    let first = trainer.step();
-    let total = trainer.total_steps();
-    obs.on_start(trainer.phase(), first, total);
     if resumed_from.is_none() && run.step > 0 {
         obs.on_event(&Event {
             step: 0,
@@ -520,54 +514,98 @@ fn drive(
             ),
         });
     }
-
-    let mut stopped = false;
-    while trainer.step() < total {
-        if obs.should_stop() {
-            stopped = true;
-            break;
-        }
-        let mut tee = Tee {
-            inner: obs,
-            events: Vec::new(),
-        };
-        let m = trainer.train_step(&mut tee)?;
-        let events = std::mem::take(&mut tee.events);
-        store.log_step(
-            run.id,
-            &StepRecord {
-                step: m.step,
-                values: Some(&m.values),
-                events: &events,
-                samples: &sample_rows(&m),
-                lease: Some(lease),
-            },
-        )?;
-        store.check_still_here()?;
-        let done = trainer.step();
-        if save_steps > 0 && done.is_multiple_of(save_steps) && done < total {
-            save_checkpoint(store, run, &root, trainer, keep)?;
-        }
-    }
-    let latest = store.checkpoints(run.id)?.first().map(|c| c.step);
-    if latest != Some(trainer.step()) {
-        save_checkpoint(store, run, &root, trainer, keep)?;
-    }
-    if !stopped {
-        save_model(trainer.policy(), model_dir)?;
-    }
+    let mut hook = Recording {
+        store,
+        run,
+        lease,
+        root,
+        save_steps,
+        keep,
+        model_dir,
+    };
+    let done = fit(trainer, &mut hook, obs)?;
     Ok(TrainOutcome {
         run: run.clone(),
-        ending: if stopped {
+        ending: if done.stopped {
             Ending::Stopped
         } else {
             Ending::Finished
         },
         resumed_from,
-        steps_done: trainer.step() - first,
+        steps_done: done.steps_done,
         seconds: start.elapsed().as_secs_f64(),
         model_dir: model_dir.to_path_buf(),
     })
+}
+
+/// The run's side of the training loop: each step recorded in the store (metrics, events,
+/// kept completions, under the run's lease), a checkpoint every `save_steps` and at the end,
+/// and the final model once the last step is done.
+struct Recording<'a> {
+    store: &'a mut Store,
+    run: &'a Run,
+    lease: &'a str,
+    root: PathBuf,
+    save_steps: usize,
+    keep: usize,
+    model_dir: &'a Path,
+}
+
+impl FitHook for Recording<'_> {
+    type Error = RunError;
+
+    fn after_step(
+        &mut self,
+        trainer: &dyn Trainer,
+        m: &StepMetrics,
+        events: &[Event],
+    ) -> Result<(), RunError> {
+        let rows: Vec<EventRow> = events.iter().map(event_row).collect();
+        self.store.log_step(
+            self.run.id,
+            &StepRecord {
+                step: m.step,
+                values: Some(&m.values()),
+                events: &rows,
+                samples: &sample_rows(m),
+                lease: Some(self.lease),
+            },
+        )?;
+        self.store.check_still_here()?;
+        let done = trainer.step();
+        if self.save_steps > 0
+            && done.is_multiple_of(self.save_steps)
+            && done < trainer.total_steps()
+        {
+            save_checkpoint(self.store, self.run, &self.root, trainer, self.keep)?;
+        }
+        Ok(())
+    }
+
+    fn at_end(&mut self, trainer: &dyn Trainer, stopped: bool) -> Result<(), RunError> {
+        let latest = self.store.checkpoints(self.run.id)?.first().map(|c| c.step);
+        if latest != Some(trainer.step()) {
+            save_checkpoint(self.store, self.run, &self.root, trainer, self.keep)?;
+        }
+        if !stopped {
+            save_model(trainer.policy(), self.model_dir)?;
+        }
+        Ok(())
+    }
+}
+
+/// A training event as the store keeps it.
+fn event_row(e: &Event) -> EventRow {
+    EventRow {
+        step: e.step,
+        level: serde_json::to_value(e.level)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default(),
+        kind: e.kind.to_string(),
+        message: e.message.clone(),
+        time: crate::store::now(),
+    }
 }
 
 /// `save_steps` and `save_total_limit` from a run's options (the trainer defaults when a
@@ -588,7 +626,7 @@ fn resume_point(
     store: &mut Store,
     run: &Run,
     root: &Path,
-    trainer: &mut dyn Resumable,
+    trainer: &mut dyn Trainer,
 ) -> Result<Option<usize>, RunError> {
     let ckpt_dir = root.join(&run.name).join("checkpoints");
     let mut warnings = Vec::new();
@@ -659,7 +697,7 @@ fn save_checkpoint(
     store: &mut Store,
     run: &Run,
     root: &Path,
-    trainer: &dyn Resumable,
+    trainer: &dyn Trainer,
     keep: usize,
 ) -> Result<(), RunError> {
     let rel = checkpoint::relative_path(&run.name, trainer.step());
@@ -696,35 +734,4 @@ pub fn sample_rows(m: &StepMetrics) -> Vec<SampleRow> {
             advantage: e.advantage,
         })
         .collect()
-}
-
-/// Forwards everything to the caller's observer and keeps the step's events for the store.
-struct Tee<'a> {
-    inner: &'a mut dyn Observer,
-    events: Vec<EventRow>,
-}
-
-impl Observer for Tee<'_> {
-    fn on_start(&mut self, phase: Phase, start: usize, total: usize) {
-        self.inner.on_start(phase, start, total);
-    }
-    fn on_step(&mut self, m: &StepMetrics) {
-        self.inner.on_step(m);
-    }
-    fn on_event(&mut self, e: &Event) {
-        self.events.push(EventRow {
-            step: e.step,
-            level: serde_json::to_value(e.level)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default(),
-            kind: e.kind.to_string(),
-            message: e.message.clone(),
-            time: crate::store::now(),
-        });
-        self.inner.on_event(e);
-    }
-    fn should_stop(&self) -> bool {
-        self.inner.should_stop()
-    }
 }

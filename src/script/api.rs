@@ -86,6 +86,7 @@ pub(crate) struct Host {
     /// uses, whatever happens to the files while it runs.
     workspace: Workspace,
     defaults: TrainConfig,
+    warm_defaults: WarmStartConfig,
     prompt: PromptTemplate,
     /// `exec --device` (or `CHARTRL_DEVICE`): the device of runs that do not name one.
     device: Option<String>,
@@ -116,6 +117,7 @@ impl Host {
         let workspace = Workspace::at(&cwd);
         Ok(Self {
             defaults: workspace.trainer_defaults()?,
+            warm_defaults: workspace.warm_start_defaults()?,
             prompt: workspace.prompt_template()?,
             workspace,
             device: opts.device.clone(),
@@ -263,7 +265,7 @@ impl Host {
         let device = self.device(&mut opts, "warm_start")?;
         let mut map = json_map(&opts)?;
         map.entry("samples").or_insert(data.size.into());
-        let config: WarmStartConfig = apply(&WarmStartConfig::default(), &map, "warm_start")?;
+        let config: WarmStartConfig = apply(&self.warm_defaults, &map, "warm_start")?;
         if config.samples > data.size {
             return Err(format!(
                 "warm_start: samples {} but the data has only {} samples",

@@ -13,30 +13,14 @@ pub(crate) fn to_json(value: &Dynamic) -> Result<serde_json::Value, String> {
     rhai::serde::from_dynamic::<serde_json::Value>(value).map_err(|e| e.to_string())
 }
 
-/// `base` with the options of `map` applied. `what` names the thing configured.
+/// `base` with the options of `map` applied (see `options::apply`); `what` names the thing
+/// configured.
 pub(crate) fn apply<T: Serialize + DeserializeOwned>(
     base: &T,
     map: &serde_json::Map<String, serde_json::Value>,
     what: &str,
 ) -> Result<T, String> {
-    let mut value = serde_json::to_value(base).map_err(|e| e.to_string())?;
-    let obj = value
-        .as_object_mut()
-        .ok_or_else(|| format!("{what}: options are not a map"))?;
-    for (k, v) in map {
-        if !obj.contains_key(k) {
-            let valid: Vec<&str> = obj.keys().map(String::as_str).collect();
-            return Err(format!(
-                "unknown {what} option `{k}` (valid: {})",
-                valid.join(", ")
-            ));
-        }
-        obj.insert(k.clone(), v.clone());
-        if let Err(e) = serde_json::from_value::<T>(serde_json::Value::Object(obj.clone())) {
-            return Err(format!("{what} option `{k}`: {e}"));
-        }
-    }
-    serde_json::from_value(value).map_err(|e| format!("{what}: {e}"))
+    crate::options::apply(base, map, what).map_err(|e| e.to_string())
 }
 
 /// Takes `key` out of a script map.

@@ -110,40 +110,13 @@ impl TrainConfig {
         Ok(cfg)
     }
 
-    /// These options with `overrides` (a map of option name to value) applied on top; an
-    /// unknown option is an error naming it and listing the valid ones.
+    /// These options with `overrides` (a map of option name to value) applied on top (see
+    /// `options::apply`), then checked.
     pub fn with_overrides(
         &self,
         overrides: &serde_json::Map<String, serde_json::Value>,
     ) -> Result<Self, TrainError> {
-        let mut value = serde_json::to_value(self).map_err(|e| TrainError::Config {
-            origin: "trainer options".into(),
-            msg: e.to_string(),
-        })?;
-        let obj = value.as_object_mut().ok_or_else(|| TrainError::Config {
-            origin: "trainer options".into(),
-            msg: "config is not an object".into(),
-        })?;
-        for (k, v) in overrides {
-            if !obj.contains_key(k) {
-                return Err(TrainError::UnknownOption {
-                    key: k.clone(),
-                    valid: obj.keys().cloned().collect::<Vec<_>>().join(", "),
-                });
-            }
-            obj.insert(k.clone(), v.clone());
-            // Checked one option at a time so a wrong type names its option.
-            if let Err(e) = serde_json::from_value::<Self>(serde_json::Value::Object(obj.clone())) {
-                return Err(TrainError::Config {
-                    origin: format!("option `{k}`"),
-                    msg: e.to_string(),
-                });
-            }
-        }
-        let cfg: Self = serde_json::from_value(value).map_err(|e| TrainError::Config {
-            origin: "trainer options".into(),
-            msg: e.to_string(),
-        })?;
+        let cfg = crate::options::apply(self, overrides, "trainer")?;
         cfg.validate().map_err(|msg| TrainError::Config {
             origin: "trainer options".into(),
             msg,

@@ -2,12 +2,17 @@
 //! loop, with gradients and the optimizer they share.
 
 pub mod config;
+pub mod cursor;
+pub mod fit;
 pub mod grads;
+pub mod metrics;
 pub mod objective;
 pub mod observe;
 pub mod optim;
 pub mod rl;
+pub mod rollout;
 pub mod sft;
+pub mod update;
 
 pub use config::{LossType, Mode, Schedule, TrainConfig};
 
@@ -55,19 +60,24 @@ pub(crate) fn ensure_finite_weights(
         None => Ok(()),
     }
 }
+pub use cursor::{derive_seed, Cursor};
+pub use fit::{fit, Fit, FitHook, Trainer};
 pub use grads::{backward_pieces, clip_factor, global_norm, Grads};
-pub use observe::{Event, Example, Level, Observer, Phase, Recorder, StepMetrics, TIMING_KEYS};
+pub use metrics::{keys, Example, RlStepMetrics, StepMetrics, TIMING_KEYS};
+pub use observe::{Event, Level, Observer, Phase, Recorder};
 pub use optim::{AdamW, AdamWConfig};
-pub use rl::{derive_seed, Cursor, RlTrainer, RunSummary};
+pub use rl::RlTrainer;
+pub use rollout::Rollout;
 pub use sft::{SftTrainer, WarmStartConfig};
+pub use update::Update;
 
 /// Errors of the trainer, naming the option, run or step involved.
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
     #[error("{origin}: {msg}")]
     Config { origin: String, msg: String },
-    #[error("unknown trainer option `{key}` (valid: {valid})")]
-    UnknownOption { key: String, valid: String },
+    #[error(transparent)]
+    Options(#[from] crate::options::OptionsError),
     #[error("step {step}: {source}")]
     Step {
         step: usize,

@@ -6,18 +6,20 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use super::config::lr_schedule;
+use super::cursor::Cursor;
+use super::fit::Trainer;
 use super::grads::{backward_pieces, clip_factor, global_norm};
-use super::observe::{Observer, Phase, StepMetrics};
+use super::metrics::StepMetrics;
+use super::observe::{Observer, Phase};
 use super::optim::{AdamW, AdamWConfig};
-use super::rl::{Cursor, RunSummary};
 use super::{ensure_finite, ensure_finite_weights, Schedule, TrainError};
 use crate::data::{gold_completion, PromptFormat, PromptTemplate, Sample};
 use crate::model::Policy;
 use crate::parallel::worker_threads;
 
-/// Warm-start options (defaults suit the `tiny` preset from random initialisation).
+/// Warm-start options; the defaults are `configs/warm_start.yaml`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(deny_unknown_fields)]
 pub struct WarmStartConfig {
     /// Training samples used (the first N).
     pub samples: usize,
@@ -33,28 +35,31 @@ pub struct WarmStartConfig {
     /// Checkpoints kept (0: all).
     pub save_total_limit: usize,
     /// `raw`, or `chat`: the prompt as the user turn of the model's chat template.
+    #[serde(default)]
     pub prompt_format: PromptFormat,
 }
 
-impl Default for WarmStartConfig {
-    fn default() -> Self {
-        Self {
-            samples: 3000,
-            epochs: 2,
-            batch_size: 16,
-            learning_rate: 2e-3,
-            lr_scheduler: Schedule::Cosine,
-            warmup_steps: 20,
-            max_grad_norm: 1.0,
-            seed: 2025,
-            save_steps: 50,
-            save_total_limit: 3,
-            prompt_format: PromptFormat::Raw,
-        }
-    }
-}
+const EMBEDDED_DEFAULTS: &str = include_str!("../../configs/warm_start.yaml");
 
 impl WarmStartConfig {
+    /// The defaults compiled into the binary (`configs/warm_start.yaml` of the source tree;
+    /// the command line and scripts prefer the working directory's copy, see `workspace`).
+    pub fn builtin() -> Result<Self, TrainError> {
+        Self::from_yaml(EMBEDDED_DEFAULTS, "<built-in warm_start.yaml>")
+    }
+
+    pub fn from_yaml(text: &str, origin: &str) -> Result<Self, TrainError> {
+        let cfg: Self = serde_yaml::from_str(text).map_err(|e| TrainError::Config {
+            origin: origin.to_string(),
+            msg: e.to_string(),
+        })?;
+        cfg.validate().map_err(|msg| TrainError::Config {
+            origin: origin.to_string(),
+            msg,
+        })?;
+        Ok(cfg)
+    }
+
     /// Checks the options, naming the first bad one.
     pub fn validate(&self) -> Result<(), String> {
         for (k, v) in [
@@ -184,35 +189,8 @@ impl SftTrainer {
         )
     }
 
-    /// Continues from a checkpoint: `step` steps done, with their optimizer state.
-    pub fn restore(&mut self, step: usize, optimizer: AdamW) {
-        self.step = step;
-        self.optimizer = optimizer;
-    }
-
-    /// Runs the remaining steps, stopping early when the observer asks to.
-    pub fn run(&mut self, obs: &mut dyn Observer) -> Result<RunSummary, TrainError> {
-        let start = Instant::now();
-        let total = self.total_steps();
-        let first = self.step;
-        tracing::info!(samples = self.config.samples, steps = total, "warm start");
-        obs.on_start(Phase::WarmStart, first, total);
-        while self.step < total {
-            if obs.should_stop() {
-                break;
-            }
-            self.train_step(obs)?;
-        }
-        Ok(RunSummary {
-            steps_done: self.step - first,
-            total_steps: total,
-            stopped_early: self.step < total,
-            seconds: start.elapsed().as_secs_f64(),
-        })
-    }
-
-    /// Takes step `self.step` and reports it.
-    pub fn train_step(&mut self, obs: &mut dyn Observer) -> Result<StepMetrics, TrainError> {
+    /// Takes step `self.step`: one supervised update on its batch.
+    fn take_step(&mut self) -> Result<StepMetrics, TrainError> {
         let step = self.step;
         let cfg = &self.config;
         let seqs = &self.seqs;
@@ -252,26 +230,50 @@ impl SftTrainer {
             clip_factor(norm, cfg.max_grad_norm),
         )?;
         ensure_finite_weights(step, &policy.params, lr, cfg.max_grad_norm)?;
-        let mut m = StepMetrics {
+        Ok(StepMetrics {
             phase: Phase::WarmStart,
             step,
             total_steps: cfg.total_steps(),
-            values: Default::default(),
-            samples: batch.len(),
-            correct: 0,
-            incorrect: 0,
-            kept: batch.len(),
-            lambda_psr: 0.0,
+            learning_rate: lr,
+            loss: Some(loss),
+            grad_norm: Some(norm),
+            step_time: t0.elapsed().as_secs_f64(),
+            tokens: Some(tokens),
+            rl: None,
             examples: Vec::new(),
-        };
-        m.values.insert("loss".into(), loss);
-        m.values.insert("grad_norm".into(), norm);
-        m.values.insert("learning_rate".into(), lr);
-        m.values
-            .insert("step_time".into(), t0.elapsed().as_secs_f64());
-        m.values.insert("tokens".into(), tokens as f64);
+        })
+    }
+}
+
+impl Trainer for SftTrainer {
+    fn phase(&self) -> Phase {
+        Phase::WarmStart
+    }
+    fn step(&self) -> usize {
+        self.step
+    }
+    fn total_steps(&self) -> usize {
+        self.config.total_steps()
+    }
+    fn train_step(&mut self, _obs: &mut dyn Observer) -> Result<StepMetrics, TrainError> {
+        let m = self.take_step()?;
         self.step += 1;
-        obs.on_step(&m);
         Ok(m)
+    }
+    fn policy(&self) -> &Policy {
+        &self.policy
+    }
+    fn optimizer(&self) -> &AdamW {
+        &self.optimizer
+    }
+    fn cursor(&self) -> Cursor {
+        SftTrainer::cursor(self)
+    }
+    fn restore(&mut self, step: usize, optimizer: AdamW) {
+        self.step = step;
+        self.optimizer = optimizer;
+    }
+    fn config_value(&self) -> serde_json::Value {
+        serde_json::to_value(&self.config).unwrap_or_default()
     }
 }
