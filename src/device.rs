@@ -56,9 +56,9 @@ impl std::fmt::Display for DeviceSpec {
 
 impl DeviceSpec {
     /// The device asked for, else `CHARTRL_DEVICE`, else the CPU.
-    pub fn resolve(asked: Option<&str>) -> Result<Self, DeviceError> {
+    pub fn resolve(asked: Option<DeviceSpec>) -> Result<Self, DeviceError> {
         match asked {
-            Some(s) => s.parse(),
+            Some(d) => Ok(d),
             None => match std::env::var(DEVICE_VAR) {
                 Ok(s) if !s.trim().is_empty() => s.parse(),
                 _ => Ok(DeviceSpec::Cpu),
@@ -86,7 +86,7 @@ impl DeviceSpec {
 
 /// `--device`/`device` (or `CHARTRL_DEVICE`) as a candle device.
 pub fn device(asked: Option<&str>) -> Result<candle_core::Device, DeviceError> {
-    DeviceSpec::resolve(asked)?.open()
+    DeviceSpec::resolve(asked.map(str::parse).transpose()?)?.open()
 }
 
 #[cfg(test)]

@@ -139,7 +139,7 @@ fn bench_prints_one_json_object_per_figure() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(figures.len(), 4, "{out}");
+    assert_eq!(figures.len(), 6, "{out}");
     assert_eq!(figures[0]["figure"], "rollout");
     assert!(figures[0]["new_tokens_per_s"].as_f64().unwrap() > 0.0);
     assert_eq!(figures[1]["figure"], "update");
@@ -147,10 +147,22 @@ fn bench_prints_one_json_object_per_figure() {
     assert!(figures[1]["peak_rss_mb"].as_f64().unwrap() > 0.0);
     assert_eq!(figures[2]["figure"], "script_reward");
     assert!(figures[2]["script_seconds"].as_f64().unwrap() > 0.0);
-    assert_eq!(figures[3]["figure"], "store");
-    assert_eq!(figures[3]["steps"], 2);
-    assert!(figures[3]["store_seconds"].as_f64().unwrap() > 0.0);
-    assert!(figures[3]["checkpoint_mb"].as_f64().unwrap() > 1.0);
+    assert_eq!(figures[3]["figure"], "grpo_step");
+    assert_eq!(figures[3]["sequences"], 8);
+    let rollout = figures[3]["rollout_seconds"].as_f64().unwrap();
+    assert!(rollout > 0.0 && rollout < figures[3]["seconds"].as_f64().unwrap());
+    // 8 prompts of about 200 tokens and their completions.
+    assert!(figures[3]["tokens"].as_u64().unwrap() > 1600, "{out}");
+    assert_eq!(figures[4]["figure"], "sft_step");
+    assert_eq!(figures[4]["sequences"], 16);
+    assert!(figures[4]["tokens_per_s"].as_f64().unwrap() > 0.0);
+    assert_eq!(figures[5]["figure"], "store");
+    assert_eq!(figures[5]["steps"], 2);
+    assert!(figures[5]["store_seconds"].as_f64().unwrap() > 0.0);
+    assert!(figures[5]["checkpoint_mb"].as_f64().unwrap() > 1.0);
+    let only = ok(&["bench", "--reps", "1", "--figure", "rollout"], tmp.path());
+    assert_eq!(only.lines().count(), 1, "{only}");
+    assert!(only.contains("\"rollout\""), "{only}");
 }
 
 #[test]

@@ -297,6 +297,85 @@ print(`after: ${{bad.name}} ${{bad.status}}`);
     assert!(stderr(&o).contains("1 run failed"), "{}", stderr(&o));
 }
 
+/// Runs `args` with `CHARTRL_FAULT` set to `fault`.
+fn with_fault(args: &[&str], dir: &Path, fault: &str) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_chartrl"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("RUST_LOG")
+        .env("CHARTRL_FAULT", fault)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_kernel_failure_exits_2_inside_a_script_as_on_the_command_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    write(
+        d,
+        "k.rhai",
+        r#"
+let m = model("tiny");
+let r = train(#{ mode: "nsr", model: m, data: chart_data(#{ size: 4 }), max_completion_length: 12,
+                 batch_size: 2, num_generations: 2 });
+"#,
+    );
+    let o = with_fault(&["exec", "k.rhai"], d, "kernel:1");
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("k.rhai:3:") && err.contains("injected kernel failure"),
+        "{err}"
+    );
+    assert_eq!(runs_in(d)[0].1, "failed");
+    let cli = with_fault(
+        &[
+            "train",
+            "--mode",
+            "nsr",
+            "--model",
+            "runs/models/tiny",
+            "--subset-size",
+            "4",
+            "--batch-size",
+            "2",
+            "--num-generations",
+            "2",
+            "--max-completion-length",
+            "12",
+            "--name",
+            "cli-run",
+        ],
+        d,
+        "kernel:1",
+    );
+    assert_eq!(cli.status.code(), Some(2), "{}", stderr(&cli));
+
+    // A script that catches the failure reads its message and goes on; the failed run
+    // still makes the script's exit status 1.
+    write(
+        d,
+        "catch.rhai",
+        r#"
+let m = model("tiny");
+try {
+    train(#{ mode: "psr", model: m, data: chart_data(#{ size: 4 }), max_completion_length: 12,
+             batch_size: 2, num_generations: 2 });
+} catch (e) {
+    print(`caught: ${e}`);
+}
+"#,
+    );
+    let o = with_fault(&["exec", "catch.rhai"], d, "kernel:0");
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("caught: run `psr-n4-"),
+        "{}",
+        stdout(&o)
+    );
+}
+
 #[test]
 fn ctrl_c_stops_the_script_with_the_run_checkpointed_and_exec_again_resumes_it() {
     let tmp = tempfile::tempdir().unwrap();

@@ -4,10 +4,12 @@
 
 mod report;
 mod reward;
+mod step;
 mod store;
 
 pub use report::{report_cost, ReportFigure};
 pub use reward::{reward_cost, RewardFigure};
+pub use step::{grpo_step, sft_step, StepFigure};
 pub use store::{store_overhead, StoreFigure};
 
 use crate::train::observe::median;
@@ -51,10 +53,9 @@ pub struct Figure {
     pub figure: &'static str,
     pub preset: String,
     pub parameters: usize,
-    /// Median seconds of one repetition (all prompts).
-    pub seconds: f64,
-    pub seconds_min: f64,
-    pub seconds_max: f64,
+    /// Seconds of one repetition (all prompts).
+    #[serde(flatten)]
+    pub time: Timing,
     /// Mean prompt length in tokens.
     pub prompt_tokens: usize,
     /// Generated tokens per second (rollout only).
@@ -66,6 +67,24 @@ pub struct Figure {
     pub kernel_threads: usize,
     pub peak_rss_mb: f64,
     pub workload: Workload,
+}
+
+/// Repeated timings: the median (`seconds`) and the range.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Timing {
+    pub seconds: f64,
+    pub seconds_min: f64,
+    pub seconds_max: f64,
+}
+
+impl Timing {
+    pub fn of(times: &[f64]) -> Self {
+        Self {
+            seconds: median(times),
+            seconds_min: times.iter().copied().fold(f64::INFINITY, f64::min),
+            seconds_max: times.iter().copied().fold(0.0, f64::max),
+        }
+    }
 }
 
 /// Runs both halves of a real RL step: [`RlTrainer::rollout`], then [`RlTrainer::update`],
@@ -97,9 +116,7 @@ pub fn run(
         figure: name,
         preset: preset_name.to_string(),
         parameters,
-        seconds: median(&times),
-        seconds_min: times.iter().copied().fold(f64::INFINITY, f64::min),
-        seconds_max: times.iter().copied().fold(0.0, f64::max),
+        time: Timing::of(&times),
         new_tokens_per_s: tps,
         prompt_tokens,
         threads: crate::parallel::worker_threads(),
@@ -126,13 +143,13 @@ fn bench_trainer(policy: Policy, w: &Workload) -> Result<RlTrainer, TrainError> 
     config.num_generations = w.completions;
     config.max_completion_length = w.new_tokens;
     config.learning_rate = 1e-5;
-    let template = padded_template(&policy, &samples[0], w.prompt_tokens)?;
+    let template = bench_template(&policy, &samples[0], w.prompt_tokens)?;
     RlTrainer::new(config, policy, &samples, template)
 }
 
 /// The default prompt template with the chart's table repeated before it until a prompt
 /// reaches about `tokens` tokens (the benchmark's prompt length).
-fn padded_template(
+pub(super) fn bench_template(
     policy: &Policy,
     sample: &crate::data::Sample,
     tokens: usize,

@@ -3,7 +3,6 @@
 //! run with a 100-question, n = 16 evaluation. The store is filled through the same writes
 //! training makes, then the report is built and timed.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
 
@@ -14,7 +13,9 @@ use serde::Serialize;
 use crate::data::QuestionType;
 use crate::eval::{EvalConfig, EvalSummary, QuestionResult, StoredEval};
 use crate::report::{self, ReportError};
-use crate::store::{write::StepRecord, Kind, NewRun, SampleRow, Store};
+use crate::runs::sample_rows;
+use crate::store::{write::StepRecord, Kind, NewRun, Store};
+use crate::train::{Example, Mode, Phase, RlStepMetrics, StepMetrics};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ReportFigure {
@@ -30,8 +31,6 @@ pub struct ReportFigure {
     pub files: usize,
 }
 
-const MODES: [&str; 4] = ["grpo", "psr", "nsr", "w-reinforce"];
-
 /// Fills a store in `dir` (created; left in place) and times the report of it.
 pub fn report_cost(dir: &Path, steps: usize) -> Result<ReportFigure, ReportError> {
     std::fs::create_dir_all(dir).map_err(|e| ReportError::Io {
@@ -45,7 +44,7 @@ pub fn report_cost(dir: &Path, steps: usize) -> Result<ReportFigure, ReportError
     let mut rows = 0;
     let mut runs = 0;
     for size in [1000usize, 10000] {
-        for mode in MODES {
+        for mode in Mode::ALL {
             for seed in [1u64, 2] {
                 rows += fill_run(&mut store, mode, size, seed, steps)?;
                 runs += 1;
@@ -75,99 +74,41 @@ pub fn report_cost(dir: &Path, steps: usize) -> Result<ReportFigure, ReportError
 /// One run with `steps` steps of plausible metrics; returns the metric rows written.
 fn fill_run(
     store: &mut Store,
-    mode: &str,
+    mode: Mode,
     size: usize,
     seed: u64,
     steps: usize,
 ) -> Result<usize, ReportError> {
+    let name = mode.name();
     let (run, _) = store.find_or_create_run(&NewRun {
-        identity: format!("bench-{mode}-{size}-{seed}"),
-        name: format!("{mode}-n{size}-s{seed}"),
+        identity: format!("bench-{name}-{size}-{seed}"),
+        name: format!("{name}-n{size}-s{seed}"),
         experiment: Some("bench".into()),
         kind: Kind::Train,
-        mode: Some(mode.into()),
-        config: serde_json::json!({"options": {"mode": mode, "subset_size": size, "seed": seed}}),
+        mode: Some(name.into()),
+        config: serde_json::json!({"options": {"mode": name, "subset_size": size, "seed": seed}}),
         total_steps: steps,
     })?;
     let mut rng = ChaCha8Rng::seed_from_u64(seed * 31 + size as u64);
-    let lift = 0.05 * MODES.iter().position(|m| *m == mode).unwrap_or(0) as f64;
+    let lift = 0.05 * Mode::ALL.iter().position(|m| *m == mode).unwrap_or(0) as f64;
     let mut rows = 0;
     for step in 0..steps {
-        let progress = step as f64 / steps as f64;
-        let acc = (0.2 + lift + 0.4 * progress + rng.random_range(-0.1..0.1)).clamp(0.0, 1.0);
-        let mut v = BTreeMap::new();
-        for key in [
-            "clip_fraction",
-            "completion_length/max",
-            "completion_length/min",
-            "entropy",
-            "frac_reward_zero_std",
-            "kept",
-            "kl",
-            "reward_std",
-            "rewards/accuracy/std",
-            "rewards/format/mean",
-            "rewards/format/std",
-            "rewards/tag_count/mean",
-            "rewards/tag_count/std",
-            "rollout_time",
-            "skipped",
-            "tokens_per_s",
-            "update_time",
-        ] {
-            v.insert(key.to_string(), rng.random::<f64>());
-        }
-        v.insert("loss".into(), 1.0 - 2.0 * acc);
-        v.insert("grad_norm".into(), 0.5 + rng.random::<f64>());
-        v.insert("learning_rate".into(), 5e-5 * (1.0 - progress));
-        v.insert("reward".into(), 1.0 + acc);
-        v.insert("rewards/accuracy/mean".into(), acc);
-        v.insert("positive_ratio".into(), acc);
-        v.insert("negative_ratio".into(), 1.0 - acc);
-        v.insert("correct".into(), (8.0 * acc).round());
-        v.insert("incorrect".into(), 8.0 - (8.0 * acc).round());
-        v.insert("clipped_ratio".into(), 0.05);
-        v.insert("completion_length/mean".into(), 60.0);
-        v.insert("step_time".into(), 0.7 + 0.1 * rng.random::<f64>());
-        let samples: Vec<SampleRow> = ["best", "worst"]
-            .iter()
-            .map(|rank| SampleRow {
-                step,
-                rank: rank.to_string(),
-                prompt_id: format!("q{}", step % size),
-                completion: "<think>\nThe bar for 2021 is 42.\n</think>\n<answer>\n42\n</answer>"
-                    .into(),
-                rewards: serde_json::json!({"accuracy": 1.0, "format": 1.0}),
-                reward: if *rank == "best" { 2.0 } else { 0.0 },
-                advantage: 0.5,
-            })
-            .collect();
+        let m = plausible_step(&mut rng, mode, step, steps, size, lift);
+        let values = m.values();
         store.log_step(
             run.id,
             &StepRecord {
                 step,
-                values: Some(&v),
+                values: Some(&values),
                 events: &[],
-                samples: &samples,
+                samples: &sample_rows(&m),
                 lease: None,
             },
         )?;
-        rows += v.len();
+        rows += values.len();
     }
     let config = EvalConfig::default();
-    let questions: Vec<QuestionResult> = (0..100)
-        .map(|i| QuestionResult {
-            index: i,
-            prompt_id: format!("t{i}"),
-            n: config.n,
-            correct: rng.random_range(0..=config.n) / if i % 2 == 0 { 1 } else { 4 },
-            formatted: config.n,
-            truncated: 0,
-            tokens: 60 * config.n,
-            question_type: QuestionType::ALL[i % QuestionType::ALL.len()].name().into(),
-            chance: Some(0.1),
-        })
-        .collect();
+    let questions = plausible_questions(&mut rng, config.n);
     let name = config.name(
         "synthetic:bench",
         &crate::data::PromptTemplate::default(),
@@ -184,4 +125,77 @@ fn fill_run(
     store.add_evaluation(run.id, steps, &name, &json)?;
     store.mark_done(run.id)?;
     Ok(rows)
+}
+
+/// An RL step of 8 completions whose accuracy rises over the run, with noise.
+fn plausible_step(
+    rng: &mut ChaCha8Rng,
+    mode: Mode,
+    step: usize,
+    steps: usize,
+    size: usize,
+    lift: f64,
+) -> StepMetrics {
+    let progress = step as f64 / steps as f64;
+    let acc = (0.2 + lift + 0.4 * progress + rng.random_range(-0.1..0.1)).clamp(0.0, 1.0);
+    let correct = (8.0 * acc).round() as usize;
+    let example = |rank: &'static str, reward: f64| Example {
+        rank,
+        prompt_id: format!("q{}", step % size),
+        completion: "<think>\nThe bar for 2021 is 42.\n</think>\n<answer>\n42\n</answer>".into(),
+        rewards: [("accuracy".to_string(), reward)].into(),
+        reward,
+        advantage: 0.5,
+    };
+    StepMetrics {
+        phase: Phase::Rl(mode),
+        step,
+        total_steps: steps,
+        learning_rate: 5e-5 * (1.0 - progress),
+        loss: Some(1.0 - 2.0 * acc),
+        grad_norm: Some(0.5 + rng.random::<f64>()),
+        step_time: 0.7 + 0.1 * rng.random::<f64>(),
+        tokens: None,
+        rl: Some(RlStepMetrics {
+            lambda_psr: 0.1,
+            samples: 8,
+            correct,
+            incorrect: 8 - correct,
+            kept: 8,
+            kept_correct: correct,
+            kept_incorrect: 8 - correct,
+            informative: 8,
+            skipped: false,
+            reward: acc,
+            reward_std: rng.random(),
+            rewards: vec![("accuracy".into(), acc, rng.random())],
+            frac_reward_zero_std: rng.random(),
+            completion_length: (60.0, 20.0, 128.0),
+            clipped_ratio: 0.05,
+            entropy: Some(rng.random()),
+            clip_fraction: Some(rng.random()),
+            kl: Some(rng.random()),
+            tokens_per_s: 1000.0 * rng.random::<f64>(),
+            rollout_time: rng.random(),
+            update_time: rng.random(),
+        }),
+        examples: vec![example("best", 1.0), example("worst", 0.0)],
+    }
+}
+
+/// 100 question results of `n` samples, every question type in turn.
+fn plausible_questions(rng: &mut ChaCha8Rng, n: usize) -> Vec<QuestionResult> {
+    (0..100)
+        .map(|i| QuestionResult {
+            index: i,
+            prompt_id: format!("t{i}"),
+            n,
+            correct: rng.random_range(0..=n) / if i % 2 == 0 { 1 } else { 4 },
+            formatted: n,
+            truncated: 0,
+            tokens: 60 * n,
+            question_type: QuestionType::ALL[i % QuestionType::ALL.len()].name().into(),
+            chance: Some(0.1),
+        })
+        .collect()
 }

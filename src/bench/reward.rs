@@ -39,7 +39,7 @@ pub fn reward_cost(
 ) -> Result<RewardFigure, String> {
     let script = crate::script::reward_from_source("concise", CONCISE)?;
     let builtin = Builtin::Format;
-    let samples: Vec<_> = Generator::new(Split::Train, 2025)
+    let samples: Vec<_> = Generator::new(Split::Train, crate::runs::SYNTHETIC_SEED)
         .take(completions)
         .collect();
     let texts: Vec<String> = samples.iter().map(gold_completion).collect();

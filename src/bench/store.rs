@@ -3,6 +3,7 @@
 //! the overhead is a ratio measured within one process rather than the difference of two
 //! noisy runs.
 
+use std::path::Path;
 use std::time::Instant;
 
 use serde::Serialize;
@@ -10,8 +11,8 @@ use serde::Serialize;
 use crate::data::{Generator, PromptTemplate, Split};
 use crate::model::{Policy, Preset};
 use crate::runs::{checkpoint, RunError};
-use crate::store::{write::StepRecord, Kind, NewRun, Owner, SampleRow, Store, STALE_AFTER};
-use crate::train::{Mode, Recorder, RlTrainer, TrainConfig, Trainer};
+use crate::store::{write::StepRecord, Kind, NewRun, Owner, Run, Store, STALE_AFTER};
+use crate::train::{Mode, Recorder, RlTrainer, StepMetrics, TrainConfig, Trainer};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct StoreFigure {
@@ -51,46 +52,23 @@ pub fn store_overhead(
     let mut cfg = defaults.clone();
     cfg.mode = Mode::Nsr;
     cfg.subset_size = steps * cfg.batch_size;
-    let samples: Vec<_> = Generator::new(Split::Train, 2025)
+    let samples: Vec<_> = Generator::new(Split::Train, crate::runs::SYNTHETIC_SEED)
         .take(cfg.subset_size)
         .collect();
     let save_steps = cfg.save_steps;
     let mut trainer = RlTrainer::new(cfg.clone(), policy, &samples, prompt.clone())?;
 
     let dir = tempfile_dir()?;
-    let mut store = Store::open(&dir.join("chartrl.db"))?;
-    let (run, _) = store.find_or_create_run(&NewRun {
-        identity: "bench".into(),
-        name: "bench".into(),
-        experiment: None,
-        kind: Kind::Train,
-        mode: Some("nsr".into()),
-        config: serde_json::to_value(&cfg).unwrap_or_default(),
-        total_steps: steps,
-    })?;
-    let me = Owner::current();
-    store.claim(&run, &me, STALE_AFTER, false)?;
+    let mut run = BenchRun::open(&dir, Mode::Nsr, &cfg, steps)?;
     let (mut step_s, mut store_s) = (Vec::new(), Vec::new());
     let mut rows = 0;
     for _ in 0..steps {
         let t = Instant::now();
         let m = trainer.train_step(&mut Recorder::default())?;
         step_s.push(t.elapsed().as_secs_f64());
-        let samples: Vec<SampleRow> = crate::runs::sample_rows(&m);
-        let values = m.values();
         let t = Instant::now();
-        store.log_step(
-            run.id,
-            &StepRecord {
-                step: m.step,
-                values: Some(&values),
-                events: &[],
-                samples: &samples,
-                lease: Some(&me.token),
-            },
-        )?;
+        rows = run.log(&m)?;
         store_s.push(t.elapsed().as_secs_f64());
-        rows = values.len();
     }
     let t = Instant::now();
     let row = checkpoint::write(&dir, "bench/checkpoints/checkpoint-bench", &trainer)?;
@@ -116,8 +94,55 @@ pub fn store_overhead(
     })
 }
 
+/// A run in a bench store, claimed by this process, as `chartrl train` holds its run.
+pub(super) struct BenchRun {
+    store: Store,
+    run: Run,
+    me: Owner,
+}
+
+impl BenchRun {
+    pub(super) fn open(
+        dir: &Path,
+        mode: Mode,
+        cfg: &TrainConfig,
+        steps: usize,
+    ) -> Result<Self, RunError> {
+        let mut store = Store::open(&dir.join("chartrl.db"))?;
+        let (run, _) = store.find_or_create_run(&NewRun {
+            identity: format!("bench-{}", mode.name()),
+            name: format!("bench-{}", mode.name()),
+            experiment: None,
+            kind: Kind::Train,
+            mode: Some(mode.name().into()),
+            config: serde_json::to_value(cfg).unwrap_or_default(),
+            total_steps: steps,
+        })?;
+        let me = Owner::current();
+        store.claim(&run, &me, STALE_AFTER, false)?;
+        Ok(Self { store, run, me })
+    }
+
+    /// Writes `m` as `chartrl train` does after a step (lease check included); returns the
+    /// metric rows written.
+    pub(super) fn log(&mut self, m: &StepMetrics) -> Result<usize, RunError> {
+        let values = m.values();
+        self.store.log_step(
+            self.run.id,
+            &StepRecord {
+                step: m.step,
+                values: Some(&values),
+                events: &[],
+                samples: &crate::runs::sample_rows(m),
+                lease: Some(&self.me.token),
+            },
+        )?;
+        Ok(values.len())
+    }
+}
+
 /// A fresh directory under the system temporary directory.
-fn tempfile_dir() -> Result<std::path::PathBuf, RunError> {
+pub(super) fn tempfile_dir() -> Result<std::path::PathBuf, RunError> {
     let dir = std::env::temp_dir().join(format!("chartrl-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| RunError::io(&dir, e))?;
     Ok(dir)

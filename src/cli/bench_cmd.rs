@@ -4,10 +4,11 @@ use clap::Args;
 
 use crate::bench::{self, Workload};
 
-/// Measure one GRPO step's rollout (2 prompts x 4 completions, 200-token prompts, 64 new
-/// tokens) and its training step (forward, backward, AdamW) on a preset model.
+/// Measure a real RL step on a preset model (2 prompts x 4 completions, 200-token prompts, 64
+/// new tokens): its rollout, its update (forward, backward, AdamW), a whole GRPO step with its
+/// store write, and a warm-start step's tokens per second.
 ///
-/// Example: chartrl bench --preset tiny
+/// Example: chartrl bench --preset tiny --figure grpo-step
 /// Threads: RAYON_NUM_THREADS (default: the physical cores).
 #[derive(Args, Debug)]
 pub struct BenchArgs {
@@ -17,9 +18,9 @@ pub struct BenchArgs {
     /// Timed repetitions (the median is reported), after one warm-up
     #[arg(long, default_value_t = 5)]
     reps: usize,
-    /// Measure the rollout only
-    #[arg(long)]
-    rollout_only: bool,
+    /// The figures to measure (repeat the flag; default: all four)
+    #[arg(long, value_enum)]
+    figure: Vec<StepFigureName>,
     /// Also measure what the run store and checkpoints cost a real training step (N steps)
     #[arg(long, value_name = "STEPS", num_args = 0..=1, default_missing_value = "20")]
     store: Option<usize>,
@@ -33,7 +34,20 @@ pub struct BenchArgs {
     report_dir: Option<std::path::PathBuf>,
     /// cpu, cuda or cuda:N (default: CHARTRL_DEVICE, else cpu)
     #[arg(long)]
-    device: Option<String>,
+    device: Option<crate::device::DeviceSpec>,
+}
+
+/// The figures of a training step `chartrl bench` measures.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+enum StepFigureName {
+    /// Sampling and scoring one step's completions (new tokens/s)
+    Rollout,
+    /// The update alone: forward with gradients, loss, backward, clipping, AdamW
+    Update,
+    /// One GRPO step end to end: rollout, scoring, update, store write
+    GrpoStep,
+    /// One warm-start step (tokens/s over prompts and completions)
+    SftStep,
 }
 
 pub fn run(a: BenchArgs) -> anyhow::Result<()> {
@@ -52,21 +66,38 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string(&figure?)?);
         return Ok(());
     }
-    let dev = crate::device::device(a.device.as_deref())?;
+    let dev = crate::device::DeviceSpec::resolve(a.device)?.open()?;
     let ws = crate::workspace::Workspace::current();
     let preset = ws.preset(&a.preset)?;
     let workload = Workload {
         reps: a.reps,
         ..Workload::default()
     };
-    let figures = bench::run(&a.preset, &preset, &workload, &dev, a.rollout_only)?;
-    for figure in &figures {
-        println!("{}", serde_json::to_string(figure)?);
+    let wants = |f| a.figure.is_empty() || a.figure.contains(&f);
+    let (rollout, update) = (
+        wants(StepFigureName::Rollout),
+        wants(StepFigureName::Update),
+    );
+    if rollout || update {
+        let figures = bench::run(&a.preset, &preset, &workload, &dev, !update)?;
+        for figure in figures.iter().filter(|f| rollout || f.figure != "rollout") {
+            println!("{}", serde_json::to_string(figure)?);
+        }
+        if let Some(step) = figures.iter().find(|f| f.figure == "update") {
+            let completions = workload.prompts * workload.completions;
+            let figure = bench::reward_cost(step.time.seconds, completions, 200)
+                .map_err(anyhow::Error::msg)?;
+            println!("{}", serde_json::to_string(&figure)?);
+        }
     }
-    if let Some(step) = figures.iter().find(|f| f.figure == "update") {
-        let completions = workload.prompts * workload.completions;
-        let figure =
-            bench::reward_cost(step.seconds, completions, 200).map_err(anyhow::Error::msg)?;
+    if wants(StepFigureName::GrpoStep) {
+        let figure = bench::grpo_step(&a.preset, &preset, &workload, &dev)?;
+        println!("{}", serde_json::to_string(&figure)?);
+    }
+    if wants(StepFigureName::SftStep) {
+        let defaults = ws.warm_start_defaults()?;
+        let prompt = ws.prompt_template()?;
+        let figure = bench::sft_step(&a.preset, &preset, &workload, &defaults, &prompt, &dev)?;
         println!("{}", serde_json::to_string(&figure)?);
     }
     if let Some(steps) = a.store {

@@ -44,7 +44,7 @@ pub struct GenArgs {
     #[arg(long, default_value_t = 1000)]
     size: usize,
     /// The split's seed (2025 is the one every default uses)
-    #[arg(long, default_value_t = 2025)]
+    #[arg(long, default_value_t = crate::runs::SYNTHETIC_SEED)]
     seed: u64,
     /// The JSONL file to write (written whole or not at all)
     #[arg(long)]

@@ -10,8 +10,8 @@ use indicatif::ProgressBar;
 
 use super::target::{Compute, Questions, Sampling, Target};
 use super::train_cmd::DEFAULT_DB;
-use crate::eval::{EvalConfig, EvalSummary, PassKError};
-use crate::runs::evaluate::{evaluate, EvalObserver, EvalRequest, EvalTarget};
+use crate::eval::EvalConfig;
+use crate::runs::evaluate::{evaluate, EvalObserver, EvalOutcome, EvalRequest, EvalTarget};
 use crate::runs::{DataSpec, RunError};
 use crate::store::Store;
 
@@ -73,19 +73,7 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
     config
         .validate()
         .map_err(|e| anyhow::anyhow!("eval: {e}"))?;
-    let ks = if a.k.is_empty() {
-        EvalSummary::default_ks(a.n)
-    } else {
-        a.k.clone()
-    };
-    for &k in &ks {
-        if k == 0 {
-            return Err(PassKError::ZeroK.into());
-        }
-        if k > a.n {
-            return Err(PassKError::KAboveN { n: a.n, k }.into());
-        }
-    }
+    let ks = config.ks(&a.k)?;
     let data = a.questions_from.spec();
     let questions = match (&data, a.questions) {
         (_, Some(q)) => q,
@@ -129,21 +117,33 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
         Err(e) => return Err(e.into()),
     };
     bar.bar.finish_and_clear();
-    let s = &o.result.summary;
     if a.json {
-        let pass: serde_json::Map<String, serde_json::Value> = ks
-            .iter()
-            .map(|k| (format!("pass@{k}"), s.pass_at_k[k - 1].into()))
-            .collect();
-        println!(
-            "{}",
-            serde_json::json!({
-                "run": o.run.name, "step": o.step, "name": o.name, "sampled": o.sampled,
-                "seconds": o.seconds, "result": o.result, "pass_at": pass,
-            })
-        );
-        return Ok(());
+        print_json(&o, &ks);
+    } else {
+        print_text(&o, &req.config, &ks);
     }
+    Ok(())
+}
+
+/// The outcome as one JSON object, with pass@k for the asked k.
+fn print_json(o: &EvalOutcome, ks: &[usize]) {
+    let s = &o.result.summary;
+    let pass: serde_json::Map<String, serde_json::Value> = ks
+        .iter()
+        .map(|k| (format!("pass@{k}"), s.pass_at_k[k - 1].into()))
+        .collect();
+    println!(
+        "{}",
+        serde_json::json!({
+            "run": o.run.name, "step": o.step, "name": o.name, "sampled": o.sampled,
+            "seconds": o.seconds, "result": o.result, "pass_at": pass,
+        })
+    );
+}
+
+/// The outcome as people read it.
+fn print_text(o: &EvalOutcome, config: &EvalConfig, ks: &[usize]) {
+    let s = &o.result.summary;
     let how = if o.sampled == 0 {
         "read back from the store".to_string()
     } else {
@@ -151,13 +151,7 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
     };
     println!(
         "{} at step {} on {} questions of the {}, n = {} (temperature {}, top-p {}; {how})",
-        o.run.name,
-        o.step,
-        s.questions,
-        o.result.data,
-        s.n,
-        req.config.temperature,
-        req.config.top_p
+        o.run.name, o.step, s.questions, o.result.data, s.n, config.temperature, config.top_p
     );
     println!("  accuracy      {:>6.1}%", 100.0 * s.accuracy);
     for k in ks {
@@ -166,5 +160,4 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
     println!("  format        {:>6.1}%", 100.0 * s.format_rate);
     println!("  truncated     {:>6.1}%", 100.0 * s.truncated_rate);
     println!("  mean length   {:>6.1} tokens", s.mean_length);
-    Ok(())
 }

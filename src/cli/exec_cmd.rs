@@ -9,6 +9,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::progress::ConsoleObserver;
 use super::train_cmd::DEFAULT_DB;
+use crate::device::DeviceSpec;
 use crate::script::{self, ExecObserver, ExecOptions, RunLine, ScriptError};
 use crate::train::{Event, Observer, Phase, StepMetrics};
 
@@ -38,7 +39,7 @@ pub struct ExecArgs {
     /// The device of runs that do not name one: cpu, cuda or cuda:N (default: the
     /// CHARTRL_DEVICE variable, else cpu)
     #[arg(long)]
-    device: Option<String>,
+    device: Option<DeviceSpec>,
 }
 
 pub fn run(a: ExecArgs) -> anyhow::Result<()> {
@@ -57,10 +58,10 @@ pub fn run(a: ExecArgs) -> anyhow::Result<()> {
         db: a.db.clone(),
         stop: Some(stop.clone()),
         time_limit: std::time::Duration::from_secs(a.time_limit),
-        device: a.device.clone(),
+        device: a.device,
     };
     // A device that cannot be had is said before anything runs.
-    crate::device::DeviceSpec::resolve(a.device.as_deref())?.open()?;
+    DeviceSpec::resolve(a.device)?.open()?;
     let obs = SweepConsole::new(a.log_every, stop.clone())?;
     let summary = match script::exec(&opts, Box::new(obs)) {
         Ok(s) => s,

@@ -205,6 +205,9 @@ fn internal(e: &(dyn std::error::Error + 'static)) -> bool {
             _ => false,
         };
     }
+    if let Some(s) = e.downcast_ref::<crate::script::ScriptError>() {
+        return s.failure().and_then(|f| f.cause()).is_some_and(internal);
+    }
     if let Some(r) = e.downcast_ref::<RunError>() {
         return match r {
             RunError::Candle(_) => true,

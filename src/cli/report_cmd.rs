@@ -1,6 +1,7 @@
 //! `chartrl report` (figures, tables and summaries of stored runs) and `chartrl monitor` (the
 //! live summary of one run).
 
+use crate::train::keys;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -85,16 +86,16 @@ pub struct MonitorArgs {
 
 /// The latest metrics worth a glance, in display order.
 const GLANCE: [&str; 10] = [
-    "reward",
+    keys::REWARD,
     "rewards/accuracy/mean",
-    "positive_ratio",
-    "negative_ratio",
-    "loss",
-    "grad_norm",
-    "learning_rate",
+    keys::POSITIVE_RATIO,
+    keys::NEGATIVE_RATIO,
+    keys::LOSS,
+    keys::GRAD_NORM,
+    keys::LEARNING_RATE,
     "entropy",
     "completion_length/mean",
-    "clipped_ratio",
+    keys::CLIPPED_RATIO,
 ];
 
 pub fn monitor(a: MonitorArgs) -> anyhow::Result<()> {
@@ -126,7 +127,7 @@ fn monitor_text(store: &Store, run: &crate::store::Run, crashed: bool) -> anyhow
     } else {
         run.status.as_str().to_string()
     };
-    let steps = d.values("step_time");
+    let steps = d.values(keys::STEP_TIME);
     let recent = &steps[steps.len().saturating_sub(20)..];
     let per_step = recent.iter().sum::<f64>() / recent.len().max(1) as f64;
     let left = run.total_steps.saturating_sub(run.step);

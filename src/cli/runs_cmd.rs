@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
 
 use super::train_cmd::DEFAULT_DB;
-use crate::store::{MetricRow, Run, RunListing, Store};
+use crate::store::{CheckpointRow, EvaluationRow, EventRow, MetricRow, Run, RunListing, Store};
 
 #[derive(Args, Debug)]
 pub struct RunsArgs {
@@ -173,6 +173,7 @@ fn show(store: &Store, query: &str, json: bool) -> anyhow::Result<()> {
     let latest = store.latest_metrics(run.id)?;
     let checkpoints = store.checkpoints(run.id)?;
     let events = store.events(run.id)?;
+    let evaluations = store.evaluations(run.id)?;
     let samples = store.samples(run.id, run.step.saturating_sub(1))?;
     let last_step = samples.last().map(|s| s.step);
     let last: Vec<_> = samples
@@ -186,7 +187,7 @@ fn show(store: &Store, query: &str, json: bool) -> anyhow::Result<()> {
             "checkpoints": checkpoints,
             "events": events,
             "examples": last,
-            "evaluations": store.evaluations(run.id)?,
+            "evaluations": evaluations,
         });
         println!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(());
@@ -205,11 +206,29 @@ fn show(store: &Store, query: &str, json: bool) -> anyhow::Result<()> {
         let v = m.value.map(number).unwrap_or_else(|| "NaN".into());
         println!("  {:<28} {v:>12}", m.key);
     }
+    print_checkpoints(&checkpoints);
+    print_evaluations(&evaluations);
+    print_events(&run, &events);
+    for s in &last {
+        println!(
+            "\n{} completion of step {} (prompt {}, reward {:.3}, advantage {:.3}):\n  {}",
+            s.rank,
+            s.step,
+            s.prompt_id,
+            s.reward,
+            s.advantage,
+            s.completion.replace('\n', "\n  ")
+        );
+    }
+    Ok(())
+}
+
+fn print_checkpoints(checkpoints: &[CheckpointRow]) {
     println!("\ncheckpoints (newest first):");
     if checkpoints.is_empty() {
         println!("  none");
     }
-    for c in &checkpoints {
+    for c in checkpoints {
         println!(
             "  step {:>6}  {:>8.1} MB  sha256 {}…  {}",
             c.step,
@@ -218,16 +237,23 @@ fn show(store: &Store, query: &str, json: bool) -> anyhow::Result<()> {
             c.path
         );
     }
-    let evaluations = store.evaluations(run.id)?;
-    if !evaluations.is_empty() {
-        println!("\nevaluations:");
-        for e in &evaluations {
-            match crate::eval::StoredEval::from_json(&e.metrics) {
-                Some(s) => println!("  step {:>6}  {}", e.step, s.describe()),
-                None => println!("  step {:>6}  {}  {}", e.step, e.name, e.metrics),
-            }
+}
+
+fn print_evaluations(evaluations: &[EvaluationRow]) {
+    if evaluations.is_empty() {
+        return;
+    }
+    println!("\nevaluations:");
+    for e in evaluations {
+        match crate::eval::StoredEval::from_json(&e.metrics) {
+            Some(s) => println!("  step {:>6}  {}", e.step, s.describe()),
+            None => println!("  step {:>6}  {}  {}", e.step, e.name, e.metrics),
         }
     }
+}
+
+/// The latest 20 events, oldest first.
+fn print_events(run: &Run, events: &[EventRow]) {
     println!("\nevents:");
     if events.is_empty() {
         println!("  none");
@@ -242,18 +268,6 @@ fn show(store: &Store, query: &str, json: bool) -> anyhow::Result<()> {
             run.name
         );
     }
-    for s in &last {
-        println!(
-            "\n{} completion of step {} (prompt {}, reward {:.3}, advantage {:.3}):\n  {}",
-            s.rank,
-            s.step,
-            s.prompt_id,
-            s.reward,
-            s.advantage,
-            s.completion.replace('\n', "\n  ")
-        );
-    }
-    Ok(())
 }
 
 /// A metric value for reading: four decimals, or scientific notation for small magnitudes.

@@ -11,8 +11,8 @@ use rand_chacha::ChaCha8Rng;
 use super::target::{Compute, Questions, Sampling, Target};
 use super::train_cmd::DEFAULT_DB;
 use crate::data::Sample;
-use crate::model::{default_dtype, Policy, SamplingParams};
-use crate::reward::{is_correct, RewardContext, RewardSet, RewardSpec, Scored};
+use crate::model::{default_dtype, Completion, Policy, SamplingParams};
+use crate::reward::{is_correct, RewardContext, RewardScores, RewardSet, RewardSpec, Scored};
 use crate::runs::evaluate::run_model;
 use crate::store::Store;
 use crate::workspace::Workspace;
@@ -46,19 +46,7 @@ pub struct SampleArgs {
 }
 
 pub fn run(a: SampleArgs) -> anyhow::Result<()> {
-    let (dir, specs) = match (&a.target.run, &a.target.model) {
-        (Some(name), _) => {
-            let store = Store::open_existing(&a.db)?;
-            let run = store.find_run(name)?;
-            let (dir, step) = run_model(&store, &run)?;
-            println!("run {} at step {step}: {}", run.name, dir.display());
-            let specs: Option<Vec<RewardSpec>> =
-                serde_json::from_value(run.config["options"]["rewards"].clone()).ok();
-            (dir, specs)
-        }
-        (None, Some(m)) => (super::model_dir(m)?.to_path_buf(), None),
-        (None, None) => anyhow::bail!("give --run RUN or --model DIR"),
-    };
+    let (dir, specs) = model_and_rewards(&a)?;
     let ws = Workspace::current();
     let specs = match specs {
         Some(s) => s,
@@ -90,44 +78,11 @@ pub fn run(a: SampleArgs) -> anyhow::Result<()> {
     let ctx = RewardContext {
         max_completion_length: a.sampling.max_new_tokens,
     };
-    let scores = match &sample {
-        Some(s) => {
-            let batch: Vec<Scored> = completions
-                .iter()
-                .map(|c| Scored {
-                    sample: s,
-                    completion: &c.text,
-                    tokens: c.tokens.len(),
-                })
-                .collect();
-            // Rewards a script defined are not known here; those specs are left out.
-            let known: Vec<RewardSpec> = specs
-                .into_iter()
-                .filter(|sp| crate::reward::Builtin::from_name(&sp.name, &sp.params, &ctx).is_ok())
-                .collect();
-            Some((RewardSet::from_specs(&known, &ctx)?.score(&batch)?, batch))
-        }
+    let scored = match &sample {
+        Some(s) => Some(score(s, &completions, specs, &ctx)?),
         None => None,
     };
-    let mut correct = 0;
-    for (i, c) in completions.iter().enumerate() {
-        let lp: f32 = c.logprobs.iter().sum();
-        let end = if c.finished { "eos" } else { "max tokens" };
-        let mut head = format!(
-            "--- completion {i} ({} tokens, {end}, log-prob {lp:.2}",
-            c.tokens.len()
-        );
-        if let Some((s, batch)) = &scores {
-            let ok = is_correct(&batch[i]);
-            correct += usize::from(ok);
-            head.push_str(if ok { ", CORRECT" } else { ", wrong" });
-            for (name, values) in &s.per_function {
-                head.push_str(&format!(", {name} {:.2}", values[i]));
-            }
-            head.push_str(&format!(", total {:.2}", s.total[i]));
-        }
-        println!("{head}) ---\n{}", c.text);
-    }
+    let correct = print_completions(&completions, scored.as_ref());
     let total: usize = completions.iter().map(|c| c.tokens.len()).sum();
     if sample.is_some() {
         println!("--- {correct}/{} correct ---", completions.len());
@@ -138,6 +93,64 @@ pub fn run(a: SampleArgs) -> anyhow::Result<()> {
         ids.len()
     );
     Ok(())
+}
+
+/// The model to sample (a run's, or a directory) and, for a run, its reward functions.
+fn model_and_rewards(a: &SampleArgs) -> anyhow::Result<(PathBuf, Option<Vec<RewardSpec>>)> {
+    match (&a.target.run, &a.target.model) {
+        (Some(name), _) => {
+            let store = Store::open_existing(&a.db)?;
+            let run = store.find_run(name)?;
+            let (dir, step) = run_model(&store, &run)?;
+            println!("run {} at step {step}: {}", run.name, dir.display());
+            Ok((dir, crate::runs::config::RunConfig::of(&run).rewards()))
+        }
+        (None, Some(m)) => Ok((super::model_dir(m)?.to_path_buf(), None)),
+        (None, None) => anyhow::bail!("give --run RUN or --model DIR"),
+    }
+}
+
+/// The completions scored against the question by the built-in rewards among `specs`.
+fn score<'a>(
+    sample: &'a Sample,
+    completions: &'a [Completion],
+    specs: Vec<RewardSpec>,
+    ctx: &RewardContext,
+) -> anyhow::Result<(RewardScores, Vec<Scored<'a>>)> {
+    let batch = crate::train::rollout::scored(sample, completions);
+    // Rewards a script defined are not known here; those specs are left out.
+    let known: Vec<RewardSpec> = specs
+        .into_iter()
+        .filter(|sp| crate::reward::Builtin::from_name(&sp.name, &sp.params, ctx).is_ok())
+        .collect();
+    Ok((RewardSet::from_specs(&known, ctx)?.score(&batch)?, batch))
+}
+
+/// Prints each completion with its length, ending and scores; returns how many were correct.
+fn print_completions(
+    completions: &[Completion],
+    scored: Option<&(RewardScores, Vec<Scored>)>,
+) -> usize {
+    let mut correct = 0;
+    for (i, c) in completions.iter().enumerate() {
+        let lp: f32 = c.logprobs.iter().sum();
+        let end = if c.finished { "eos" } else { "max tokens" };
+        let mut head = format!(
+            "--- completion {i} ({} tokens, {end}, log-prob {lp:.2}",
+            c.tokens.len()
+        );
+        if let Some((s, batch)) = scored {
+            let ok = is_correct(&batch[i]);
+            correct += usize::from(ok);
+            head.push_str(if ok { ", CORRECT" } else { ", wrong" });
+            for (name, values) in &s.per_function {
+                head.push_str(&format!(", {name} {:.2}", values[i]));
+            }
+            head.push_str(&format!(", total {:.2}", s.total[i]));
+        }
+        println!("{head}) ---\n{}", c.text);
+    }
+    correct
 }
 
 fn question(a: &SampleArgs) -> anyhow::Result<Sample> {

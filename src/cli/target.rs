@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use crate::data::{PromptFormat, Split};
+use crate::device::DeviceSpec;
 use crate::runs::{DataSpec, SYNTHETIC_SEED};
 
 /// A run's model or a model directory: exactly one.
@@ -45,7 +46,7 @@ pub struct Compute {
     /// cpu, cuda or cuda:N (default: the CHARTRL_DEVICE variable, else cpu). Training keeps
     /// f32 weights on every device; sampling and evaluation use bf16 on CUDA
     #[arg(long)]
-    pub device: Option<String>,
+    pub device: Option<DeviceSpec>,
     /// raw: the prompt as it is; chat: as the user turn of the model's own chat template (for
     /// instruction-tuned checkpoints) [default: raw]
     #[arg(long, value_enum)]
@@ -70,7 +71,7 @@ impl From<Format> for PromptFormat {
 
 impl Compute {
     pub fn device(&self) -> Result<candle_core::Device, crate::device::DeviceError> {
-        crate::device::device(self.device.as_deref())
+        DeviceSpec::resolve(self.device)?.open()
     }
 
     pub fn format(&self) -> PromptFormat {

@@ -93,68 +93,43 @@ pub struct TrainArgs {
 struct TrainFlags {
     /// The training mode
     #[arg(long, value_enum)]
-    #[serde(skip_serializing_if = "Option::is_none")]
     mode: Option<Mode>,
     /// Train on the first N samples of the data
     #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
     subset_size: Option<usize>,
     /// Passes over the subset
     #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
     num_epochs: Option<usize>,
     /// Completions sampled per prompt (G; grpo needs at least 2)
     #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
     num_generations: Option<usize>,
     /// Prompts per step
     #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
     batch_size: Option<usize>,
-    /// AdamW's peak learning rate
-    #[arg(long, value_parser = finite)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    learning_rate: Option<f64>,
-    /// How the learning rate moves after warm-up
-    #[arg(long, value_enum)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    lr_scheduler: Option<Schedule>,
     /// A completion is correct when its accuracy reward reaches this, in (0, 1]
     #[arg(long, value_parser = finite)]
-    #[serde(skip_serializing_if = "Option::is_none")]
     reward_threshold: Option<f64>,
     /// W-REINFORCE: the advantage of correct samples (incorrect ones get -1)
     #[arg(long, value_parser = finite)]
-    #[serde(skip_serializing_if = "Option::is_none")]
     lambda_psr: Option<f64>,
     /// Weight of the k3 KL to the starting weights (0: no reference model)
     #[arg(long, value_parser = finite)]
-    #[serde(skip_serializing_if = "Option::is_none")]
     beta: Option<f64>,
     /// How per-token losses become the step's loss
     #[arg(long, value_enum)]
-    #[serde(skip_serializing_if = "Option::is_none")]
     loss_type: Option<LossType>,
     /// Sampling temperature of rollouts (training log-probs use the same scaling)
     #[arg(long, value_parser = finite)]
-    #[serde(skip_serializing_if = "Option::is_none")]
     temperature: Option<f64>,
     /// Tokens per completion, end-of-text included
     #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
     max_completion_length: Option<usize>,
     /// Seeds the data order and the sampling
     #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
     seed: Option<u64>,
-    /// Checkpoint every N steps (and at the end)
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    save_steps: Option<usize>,
-    /// Checkpoints kept (0: all)
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    save_total_limit: Option<usize>,
+    #[command(flatten)]
+    #[serde(flatten)]
+    schedule: ScheduleFlags,
 }
 
 /// A float flag that must be a finite number (NaN has no place in an option).
@@ -195,38 +170,44 @@ pub struct WarmStartArgs {
 struct WarmStartFlags {
     /// Train on the first N samples of the data
     #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
     samples: Option<usize>,
     /// Passes over the samples
     #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
     epochs: Option<usize>,
     /// Samples per step
     #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
     batch_size: Option<usize>,
+    /// Seeds the data order
+    #[arg(long)]
+    seed: Option<u64>,
+    #[command(flatten)]
+    #[serde(flatten)]
+    schedule: ScheduleFlags,
+}
+
+/// The optimiser and checkpoint flags both training commands take.
+#[derive(Args, Debug, Serialize)]
+struct ScheduleFlags {
     /// AdamW's peak learning rate
     #[arg(long, value_parser = finite)]
-    #[serde(skip_serializing_if = "Option::is_none")]
     learning_rate: Option<f64>,
     /// How the learning rate moves after warm-up
     #[arg(long, value_enum)]
-    #[serde(skip_serializing_if = "Option::is_none")]
     lr_scheduler: Option<Schedule>,
-    /// Seeds the data order
-    #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    seed: Option<u64>,
     /// Checkpoint every N steps (and at the end)
     #[arg(long)]
-    #[serde(skip_serializing_if = "Option::is_none")]
     save_steps: Option<usize>,
+    /// Checkpoints kept (0: all)
+    #[arg(long)]
+    save_total_limit: Option<usize>,
 }
 
-/// The flags that were given, as option overrides.
+/// The flags that were given (the `Some` fields), as option overrides.
 fn given<T: Serialize>(flags: &T) -> anyhow::Result<serde_json::Map<String, serde_json::Value>> {
     match serde_json::to_value(flags)? {
-        serde_json::Value::Object(map) => Ok(map),
+        serde_json::Value::Object(map) => {
+            Ok(map.into_iter().filter(|(_, v)| !v.is_null()).collect())
+        }
         _ => Ok(serde_json::Map::new()),
     }
 }
@@ -424,4 +405,26 @@ fn copy_model(from: &Path, to: &Path) -> anyhow::Result<()> {
     }
     crate::fsx::replace_dir(&tmp, to)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        flags: WarmStartFlags,
+    }
+
+    #[test]
+    fn only_the_given_flags_become_overrides_shared_ones_included() {
+        let cli = Cli::parse_from(["x", "--epochs", "2", "--learning-rate", "0.001"]);
+        let o = given(&cli.flags).unwrap();
+        assert_eq!(o.len(), 2, "{o:?}");
+        assert_eq!(o["epochs"], serde_json::json!(2));
+        assert_eq!(o["learning_rate"], serde_json::json!(0.001));
+    }
 }

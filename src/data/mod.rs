@@ -18,7 +18,7 @@ pub use load::{load_chartqa, load_jsonl, write_jsonl};
 pub use prompt::{gold_completion, PromptFormat, PromptTemplate};
 pub use qtype::{chance, chance_pass_at_k, AnswerKind, Family, QuestionType};
 pub use render::render_chart;
-pub use synthetic::{partition, Generator, Split};
+pub use synthetic::{partition, Generator, Split, FULL_TRAIN_SIZE};
 
 /// Errors reading or checking data. Each names the file, and the line where there is one.
 #[derive(Debug, thiserror::Error)]

@@ -19,6 +19,10 @@ use super::chart::{Chart, ChartKind, Sample, Series};
 use super::qtype::QuestionType;
 use super::questions::{ask, Qa};
 
+/// The size of the full RL training set (the 34K of the sweep); a script's
+/// `chart_data()` defaults to it.
+pub const FULL_TRAIN_SIZE: usize = 34_000;
+
 /// Which part of the synthetic distribution to draw from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::passk::{mean_pass_at_k, PassKError};
 use crate::data::{chance, PromptFormat, PromptTemplate, Sample};
 use crate::model::{ModelError, Policy, SamplingParams};
-use crate::reward::{is_correct, Builtin, Reward, Scored};
+use crate::reward::{is_correct, Builtin, Reward};
 use crate::train::derive_seed;
 
 /// Questions sampled together (one decode batch of `CHUNK x n` rows, spread over workers).
@@ -72,6 +72,23 @@ impl EvalConfig {
             return Err("`max_new_tokens` must be at least 1".into());
         }
         Ok(())
+    }
+
+    /// The k values to show: `asked`, or by default powers of two up to `n` and `n`;
+    /// each must be between 1 and `n`.
+    pub fn ks(&self, asked: &[usize]) -> Result<Vec<usize>, PassKError> {
+        if asked.is_empty() {
+            return Ok(EvalSummary::default_ks(self.n));
+        }
+        for &k in asked {
+            if k == 0 {
+                return Err(PassKError::ZeroK);
+            }
+            if k > self.n {
+                return Err(PassKError::KAboveN { n: self.n, k });
+            }
+        }
+        Ok(asked.to_vec())
     }
 
     /// The stored name of an evaluation of `questions` questions of the data `data_id` with
@@ -145,14 +162,7 @@ pub fn evaluate_chunk(
     let groups = policy.sample_groups(&prompts, cfg.n, &cfg.sampling(), &mut rng)?;
     let mut out = Vec::with_capacity(samples.len());
     for (i, (sample, group)) in samples.iter().zip(&groups).enumerate() {
-        let scored: Vec<Scored> = group
-            .iter()
-            .map(|c| Scored {
-                sample,
-                completion: &c.text,
-                tokens: c.tokens.len(),
-            })
-            .collect();
+        let scored = crate::train::rollout::scored(sample, group);
         let format = Builtin::Format
             .score(&scored)
             .map_err(|e| ModelError::Invalid(e.to_string()))?;
@@ -224,6 +234,20 @@ impl EvalSummary {
             .ok_or(PassKError::KAboveN { k, n: self.n })
     }
 
+    /// The summary of an evaluation not run yet (a script's dry pass): its shape, with NaN
+    /// for everything sampling would measure.
+    pub fn unmeasured(questions: usize, n: usize) -> Self {
+        Self {
+            questions,
+            n,
+            accuracy: f64::NAN,
+            format_rate: f64::NAN,
+            mean_length: f64::NAN,
+            truncated_rate: f64::NAN,
+            pass_at_k: vec![f64::NAN; n],
+        }
+    }
+
     /// The k values a table shows by default: powers of two up to `n`, and `n`.
     pub fn default_ks(n: usize) -> Vec<usize> {
         let mut ks: Vec<usize> = std::iter::successors(Some(1usize), |k| k.checked_mul(2))
@@ -252,6 +276,18 @@ mod tests {
             question_type: "sum".into(),
             chance: Some(0.0),
         }
+    }
+
+    #[test]
+    fn ks_default_to_powers_of_two_and_n_and_must_lie_in_1_to_n() {
+        let c = EvalConfig {
+            n: 12,
+            ..EvalConfig::default()
+        };
+        assert_eq!(c.ks(&[]).unwrap(), vec![1, 2, 4, 8, 12]);
+        assert_eq!(c.ks(&[3, 12]).unwrap(), vec![3, 12]);
+        assert_eq!(c.ks(&[0]), Err(PassKError::ZeroK));
+        assert_eq!(c.ks(&[13]), Err(PassKError::KAboveN { n: 12, k: 13 }));
     }
 
     #[test]

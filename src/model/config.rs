@@ -251,70 +251,72 @@ fn unsupported(path: &Path, field: &str, value: &serde_json::Value, why: &str) -
     }
 }
 
-/// Refuses every field (of the ones Qwen2-family configs carry) whose value would make the
-/// model compute something chartrl does not: RoPE scaling, a sliding window, attention without
-/// the q/k/v biases, dropout, a head size other than hidden / heads, multimodal RoPE,
-/// quantized weights.
+/// A field whose values chartrl computes only in part: the values it accepts, and why it
+/// refuses the others.
+struct Limit {
+    field: &'static str,
+    accepts: fn(&serde_json::Value) -> bool,
+    why: &'static str,
+}
+
+/// The fields (of the ones Qwen2-family configs carry) whose value could make the model
+/// compute something chartrl does not: a sliding window, attention without the q/k/v
+/// biases, dropout, multimodal RoPE, quantized weights, another activation, partial RoPE.
+const LIMITS: [Limit; 8] = [
+    Limit {
+        field: "use_sliding_window",
+        accepts: |x| x == &serde_json::Value::Bool(false),
+        why: "sliding-window attention is not implemented",
+    },
+    Limit {
+        field: "layer_types",
+        accepts: |x| {
+            x.as_array()
+                .is_some_and(|t| t.iter().all(|t| t.as_str() == Some("full_attention")))
+        },
+        why: "only full attention is implemented",
+    },
+    Limit {
+        field: "attention_bias",
+        accepts: |x| x == &serde_json::Value::Bool(true),
+        why: "Qwen2 attention has q/k/v biases",
+    },
+    Limit {
+        field: "attention_dropout",
+        accepts: |x| x.as_f64() == Some(0.0),
+        why: "dropout is not implemented",
+    },
+    Limit {
+        field: "use_mrope",
+        accepts: |x| x == &serde_json::Value::Bool(false),
+        why: "multimodal RoPE is not implemented",
+    },
+    Limit {
+        field: "quantization_config",
+        accepts: |_| false,
+        why: "quantized weights are not supported",
+    },
+    Limit {
+        field: "hidden_act",
+        accepts: |x| x.as_str() == Some("silu"),
+        why: "Qwen2's MLP is SwiGLU with silu",
+    },
+    Limit {
+        field: "partial_rotary_factor",
+        accepts: |x| x.as_f64() == Some(1.0),
+        why: "RoPE on part of each head is not implemented",
+    },
+];
+
+/// Refuses the first field whose value chartrl does not implement (see [`LIMITS`]), and a
+/// head size other than hidden / heads.
 fn refuse_unsupported(path: &Path, v: &serde_json::Value) -> Result<(), ModelError> {
     use serde_json::Value;
     let get = |k: &str| v.get(k).filter(|x| !x.is_null());
-    if let Some(x) = get("use_sliding_window").filter(|x| *x != &Value::Bool(false)) {
-        return Err(unsupported(
-            path,
-            "use_sliding_window",
-            x,
-            "sliding-window attention is not implemented",
-        ));
-    }
-    if let Some(types) = get("layer_types").and_then(|t| t.as_array()) {
-        if let Some(x) = types.iter().find(|t| t.as_str() != Some("full_attention")) {
-            return Err(unsupported(
-                path,
-                "layer_types",
-                x,
-                "only full attention is implemented",
-            ));
+    for limit in &LIMITS {
+        if let Some(x) = get(limit.field).filter(|x| !(limit.accepts)(x)) {
+            return Err(unsupported(path, limit.field, x, limit.why));
         }
-    }
-    if let Some(x) = get("attention_bias").filter(|x| *x != &Value::Bool(true)) {
-        return Err(unsupported(
-            path,
-            "attention_bias",
-            x,
-            "Qwen2 attention has q/k/v biases",
-        ));
-    }
-    if let Some(x) = get("attention_dropout").filter(|x| x.as_f64() != Some(0.0)) {
-        return Err(unsupported(
-            path,
-            "attention_dropout",
-            x,
-            "dropout is not implemented",
-        ));
-    }
-    if let Some(x) = get("use_mrope").filter(|x| *x != &Value::Bool(false)) {
-        return Err(unsupported(
-            path,
-            "use_mrope",
-            x,
-            "multimodal RoPE is not implemented",
-        ));
-    }
-    if let Some(x) = get("quantization_config") {
-        return Err(unsupported(
-            path,
-            "quantization_config",
-            x,
-            "quantized weights are not supported",
-        ));
-    }
-    if let Some(x) = get("hidden_act").filter(|x| x.as_str() != Some("silu")) {
-        return Err(unsupported(
-            path,
-            "hidden_act",
-            x,
-            "Qwen2's MLP is SwiGLU with silu",
-        ));
     }
     let heads = v
         .get("num_attention_heads")
@@ -330,14 +332,6 @@ fn refuse_unsupported(path: &Path, v: &serde_json::Value) -> Result<(), ModelErr
                 "the head size must be hidden_size / num_attention_heads",
             ));
         }
-    }
-    if let Some(x) = get("partial_rotary_factor").filter(|x| x.as_f64() != Some(1.0)) {
-        return Err(unsupported(
-            path,
-            "partial_rotary_factor",
-            x,
-            "RoPE on part of each head is not implemented",
-        ));
     }
     Ok(())
 }

@@ -10,7 +10,9 @@
 //! cross-entropy being minimised.
 
 use super::data::RunData;
+use crate::train::keys;
 use crate::train::observe::{mean_std, median};
+use crate::train::Mode;
 
 /// A convergence window is this fraction of the run's steps...
 pub const WINDOW_FRACTION: f64 = 0.1;
@@ -93,14 +95,14 @@ fn tail_mean(xs: &[f64], w: usize) -> Option<f64> {
 }
 
 pub fn summarise(d: &RunData) -> Summary {
-    let loss = d.values("loss");
-    let reward = d.values("reward");
+    let loss = d.values(keys::LOSS);
+    let reward = d.values(keys::REWARD);
     let steps = d.run.step;
     let w = window(steps.max(loss.len()).max(reward.len()));
     let (signal, name) = if d.is_rl() {
-        (&reward, "reward")
+        (&reward, keys::REWARD)
     } else {
-        (&loss, "loss")
+        (&loss, keys::LOSS)
     };
     let convergence = if signal.len() < 2 * w {
         Convergence::TooShort {
@@ -127,7 +129,7 @@ pub fn summarise(d: &RunData) -> Summary {
         final_loss: loss.last().copied(),
         loss_first: head_mean(&loss, w),
         loss_last: tail_mean(&loss, w),
-        final_lr: d.values("learning_rate").last().copied(),
+        final_lr: d.values(keys::LEARNING_RATE).last().copied(),
         seconds: d.seconds(),
         convergence,
         reward_first: head_mean(&reward, w),
@@ -139,19 +141,19 @@ pub fn summarise(d: &RunData) -> Summary {
 pub fn warnings(d: &RunData) -> Vec<Warning> {
     let mut out = Vec::new();
     let steps = |key| d.series.get(key).map(Vec::as_slice).unwrap_or(&[]);
-    match d.mode.as_str() {
-        "nsr" => out.extend(zero_steps(steps("incorrect")).map(|(k, n, first)| Warning {
+    match Mode::parse(&d.mode) {
+        Some(Mode::Nsr) => out.extend(zero_steps(steps(keys::INCORRECT)).map(|(k, n, first)| Warning {
             kind: "no_negative_samples",
             message: format!("NSR had no negative (incorrect) samples at {k} of {n} steps (first at step {first}); those steps had nothing to push down and were skipped"),
             fix: "raise num_generations (e.g. 8) or lower reward_threshold (e.g. 0.3)",
         })),
-        "psr" => out.extend(zero_steps(steps("correct")).map(|(k, n, first)| Warning {
+        Some(Mode::Psr) => out.extend(zero_steps(steps(keys::CORRECT)).map(|(k, n, first)| Warning {
             kind: "no_positive_samples",
             message: format!("PSR had no positive (correct) samples at {k} of {n} steps (first at step {first}); those steps had nothing to reinforce and were skipped"),
             fix: "lower reward_threshold, check the reward functions (chartrl sample --run RUN), or warm-start the model longer",
         })),
-        "grpo" => {
-            let skipped: Vec<(usize, f64)> = steps("skipped")
+        Some(Mode::Grpo) => {
+            let skipped: Vec<(usize, f64)> = steps(keys::SKIPPED)
                 .iter()
                 .map(|&(s, v)| (s, 1.0 - v))
                 .collect();
@@ -178,14 +180,14 @@ pub fn warnings(d: &RunData) -> Vec<Warning> {
             fix: "lower learning_rate, or clip gradients with max_grad_norm (e.g. 1.0)",
         });
     }
-    out.extend(gradient_spikes(steps("grad_norm")));
+    out.extend(gradient_spikes(steps(keys::GRAD_NORM)));
     if d.is_rl() {
-        out.extend(reward_flat(&d.values("reward")));
+        out.extend(reward_flat(&d.values(keys::REWARD)));
     } else {
-        out.extend(oscillation(&d.values("loss")));
-        out.extend(loss_flat(&d.values("loss")));
+        out.extend(oscillation(&d.values(keys::LOSS)));
+        out.extend(loss_flat(&d.values(keys::LOSS)));
     }
-    let truncated: Vec<usize> = steps("clipped_ratio")
+    let truncated: Vec<usize> = steps(keys::CLIPPED_RATIO)
         .iter()
         .filter(|(_, v)| *v >= 1.0)
         .map(|(s, _)| *s)
@@ -196,7 +198,7 @@ pub fn warnings(d: &RunData) -> Vec<Warning> {
             message: format!(
                 "every completion hit max_completion_length at {} of {} steps (first at step {first})",
                 truncated.len(),
-                steps("clipped_ratio").len()
+                steps(keys::CLIPPED_RATIO).len()
             ),
             fix: "raise max_completion_length, or check that the model ends its answers with end-of-text",
         });

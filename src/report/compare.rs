@@ -1,6 +1,6 @@
 //! What the sweep is for, as document blocks: each model's results per question type next to
 //! the type's chance level, and each mode's paired difference against the model it started
-//! from and against GRPO, with 95% bootstrap intervals. An interval that contains 0 says
+//! from and against Mode::Grpo.name(), with 95% bootstrap intervals. An interval that contains 0 says
 //! "unresolved": the report never ranks modes on it.
 
 use super::data::{display_mode, RunData};
@@ -11,15 +11,16 @@ use super::table::{groups, Group};
 use crate::data::QuestionType;
 use crate::eval::{pass_at_k, QuestionResult, StoredEval};
 use crate::train::observe::mean_std;
+use crate::train::Mode;
 
 /// The model an RL run started from, among the runs evaluated before RL: the one whose model
 /// directory the run names (a warm start's `RUNS/NAME/model`, or an evaluated directory),
 /// else the only one there is.
 pub fn base_of<'a>(rl: &RunData, baselines: &[&'a RunData]) -> Option<&'a RunData> {
-    let path = rl.run.config["model_path"].as_str().unwrap_or("");
+    let path = rl.config.model_path.as_deref().unwrap_or("");
     let p = std::path::Path::new(path);
     let named = baselines.iter().copied().find(|b| {
-        let own = b.run.config["model_path"].as_str();
+        let own = b.config.model_path.as_deref();
         own == Some(path)
             || (p.file_name().is_some_and(|f| f == "model")
                 && p.parent()
@@ -172,7 +173,7 @@ fn type_table(models: &[Model], questions: &[QuestionResult], name: &str, n: usi
     Block::Table { header, rows }
 }
 
-/// `GRPO`, or `GRPO (accuracy + 0.5 format)` where a mode ran with several reward
+/// `Mode::Grpo.name()`, or `Mode::Grpo.name() (accuracy + 0.5 format)` where a mode ran with several reward
 /// specifications at this size.
 fn group_label(g: &Group, at: &[&Group]) -> String {
     let mode = display_mode(&g.mode);
@@ -243,7 +244,7 @@ fn intervals(
     Some((questions, out))
 }
 
-/// The paired differences of each mode against the model it started from and against GRPO,
+/// The paired differences of each mode against the model it started from and against Mode::Grpo.name(),
 /// on the headline questions and on the guessable ones.
 pub fn interval_blocks(
     rl: &[&RunData],
@@ -278,11 +279,15 @@ pub fn interval_blocks(
             if let Some(base) = base_of(g.runs[0], baselines) {
                 against.push((base.label.clone(), vec![base], seed_list(&[base])));
             }
-            let grpo = all
-                .iter()
-                .find(|o| o.mode == "grpo" && o.size == g.size && o.rewards == g.rewards);
-            if let (Some(grpo), false) = (grpo, g.mode == "grpo") {
-                against.push((display_mode("grpo"), grpo.runs.clone(), grpo.seeds()));
+            let grpo = all.iter().find(|o| {
+                o.mode == Mode::Grpo.name() && o.size == g.size && o.rewards == g.rewards
+            });
+            if let (Some(grpo), false) = (grpo, g.mode == Mode::Grpo.name()) {
+                against.push((
+                    display_mode(Mode::Grpo.name()),
+                    grpo.runs.clone(),
+                    grpo.seeds(),
+                ));
             }
             for (label, side, seeds) in against {
                 let Some((questions, cells)) = intervals(&g.runs, &side, name, set, &ks) else {

@@ -1,27 +1,29 @@
 //! What a report reads of each run: the metric series it plots and checks, its stored
 //! evaluations, its kept completions, and what it is (mode, data size, seed) for grouping.
 
+use crate::train::keys;
 use std::collections::BTreeMap;
 
 use crate::eval::{QuestionResult, StoredEval};
 use crate::reward::RewardSpec;
+use crate::runs::config::RunConfig;
 use crate::store::{Kind, Run, SampleRow, Store, StoreError};
 
 /// The metrics a report uses; a run lacking one simply has no such curve.
 pub const SERIES: [&str; 13] = [
-    "loss",
-    "learning_rate",
-    "grad_norm",
-    "reward",
-    "positive_ratio",
-    "negative_ratio",
-    "correct",
-    "incorrect",
-    "clipped_ratio",
-    "step_time",
-    "skipped",
-    "kept",
-    "informative",
+    keys::LOSS,
+    keys::LEARNING_RATE,
+    keys::GRAD_NORM,
+    keys::REWARD,
+    keys::POSITIVE_RATIO,
+    keys::NEGATIVE_RATIO,
+    keys::CORRECT,
+    keys::INCORRECT,
+    keys::CLIPPED_RATIO,
+    keys::STEP_TIME,
+    keys::SKIPPED,
+    keys::KEPT,
+    keys::INFORMATIVE,
 ];
 
 /// A run with the numbers a report needs.
@@ -42,6 +44,8 @@ pub struct RunData {
     pub questions: BTreeMap<String, Vec<QuestionResult>>,
     /// What the run trained on: `accuracy`, or `accuracy + 0.5 format` (RL runs).
     pub rewards: Option<String>,
+    /// Its stored configuration.
+    pub config: RunConfig,
     /// Metrics that were NaN or infinite at some step (stored empty), with the first step.
     pub non_finite: BTreeMap<String, usize>,
     /// The step at which training diverged and what the run said, when it did: a run stops
@@ -69,24 +73,21 @@ impl RunData {
         for (step, name, _) in &evals {
             questions.insert(name.clone(), store.eval_questions(run.id, *step, name)?);
         }
-        let options = &run.config["options"];
-        let size = options["subset_size"]
-            .as_u64()
-            .or_else(|| options["samples"].as_u64())
-            .map(|v| v as usize);
+        let config = RunConfig::of(run);
         let mode = run
             .mode
             .clone()
             .unwrap_or_else(|| run.kind.as_str().to_string());
         Ok(Self {
             mode,
-            size,
-            seed: options["seed"].as_u64(),
+            size: config.size(),
+            seed: config.seed(),
             label: run.name.clone(),
+            config: config.clone(),
             series,
             evals,
             questions,
-            rewards: reward_description(&options["rewards"]),
+            rewards: config.rewards().as_deref().and_then(reward_description),
             non_finite: store.non_finite_steps(run.id)?.into_iter().collect(),
             diverged: store
                 .events(run.id)?
@@ -111,20 +112,20 @@ impl RunData {
 
     /// Seconds spent in training steps (restarts and waiting excluded).
     pub fn seconds(&self) -> f64 {
-        self.values("step_time").iter().fold(0.0, |a, b| a + b)
+        self.values(keys::STEP_TIME).iter().fold(0.0, |a, b| a + b)
     }
 
     /// Steps whose update was applied (not skipped) and steps that recorded whether, when the
     /// run recorded it.
     pub fn updates(&self) -> Option<(usize, usize)> {
-        let s = self.series.get("skipped")?;
+        let s = self.series.get(keys::SKIPPED)?;
         Some((s.iter().filter(|(_, v)| *v == 0.0).count(), s.len()))
     }
 
     /// Samples that entered the loss, over all steps.
     pub fn kept_total(&self) -> Option<f64> {
         self.series
-            .get("kept")
+            .get(keys::KEPT)
             .map(|s| s.iter().map(|(_, v)| v).sum())
     }
 
@@ -145,8 +146,7 @@ impl RunData {
 
 /// A run's rewards as people write them: `accuracy`, `accuracy + 0.5 format`,
 /// `accuracy + overlong{"cache":16}`; `None` when the run has none (a warm start).
-pub fn reward_description(rewards: &serde_json::Value) -> Option<String> {
-    let specs: Vec<RewardSpec> = serde_json::from_value(rewards.clone()).ok()?;
+pub fn reward_description(specs: &[RewardSpec]) -> Option<String> {
     let terms: Vec<String> = specs
         .iter()
         .map(|s| {
@@ -208,8 +208,8 @@ pub fn display_mode(mode: &str) -> String {
 
 /// The four modes in the paper's order, then anything else.
 pub fn mode_rank(mode: &str) -> usize {
-    ["grpo", "psr", "nsr", "w-reinforce"]
+    crate::train::Mode::ALL
         .iter()
-        .position(|m| *m == mode)
-        .unwrap_or(4)
+        .position(|m| m.name() == mode)
+        .unwrap_or(crate::train::Mode::ALL.len())
 }

@@ -1,5 +1,6 @@
 //! Which runs and series go into each figure, with the caption the documents show.
 
+use crate::train::keys;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
@@ -11,6 +12,7 @@ use super::questions::{chance_of, summary_where, Set};
 use super::ReportError;
 use crate::eval::{EvalSummary, StoredEval};
 use crate::train::observe::mean_std;
+use crate::train::Mode;
 
 /// Draws every figure into `out`; returns `(file name, caption)` in document order.
 pub fn draw_all(
@@ -26,56 +28,9 @@ pub fn draw_all(
     } else {
         rl.clone()
     };
-    let sizes: Vec<Option<usize>> = curves_of
-        .iter()
-        .map(|d| d.size)
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    let color = |d: &RunData| {
-        let rank = sizes.iter().position(|s| *s == d.size).unwrap_or(0);
-        mode_color(&d.mode, rank, sizes.len())
-    };
-    let curves = |runs: &[&RunData], key: &str, suffix: &str| -> Vec<Curve> {
-        runs.iter()
-            .filter_map(|d| {
-                let s = d.series.get(key)?;
-                Some(Curve {
-                    label: format!("{}{suffix}", d.label),
-                    color: color(d),
-                    points: s.iter().map(|(x, y)| (*x as f64, *y)).collect(),
-                })
-            })
-            .collect()
-    };
-    let mut figs = Vec::new();
-    let mut line = |file: &str, title: &str, y: &str, key: &str, caption: &str| {
-        curves_png(&out.join(file), title, y, &curves(&curves_of, key, ""))?;
-        figs.push((file.to_string(), caption.to_string()));
-        Ok::<_, ReportError>(())
-    };
-    line(
-        "training_loss.png",
-        "Training loss",
-        "loss",
-        "loss",
-        "Training loss per step (bold: exponential moving average; faint: raw). For RL runs this is the clipped surrogate, which on-policy equals minus the mean advantage of the kept tokens: flat by construction for PSR and NSR.",
-    )?;
-    line(
-        "learning_rate.png",
-        "Learning rate",
-        "learning rate",
-        "learning_rate",
-        "Learning rate per step.",
-    )?;
-    line(
-        "gradient_norm.png",
-        "Gradient norm (before clipping)",
-        "global L2 norm",
-        "grad_norm",
-        "Global gradient norm per step, before clipping to max_grad_norm.",
-    )?;
-    let rewards = curves(&rl, "reward", "");
+    let palette = Palette::of(&curves_of);
+    let mut figs = step_figures(out, &palette, &curves_of)?;
+    let rewards = palette.curves(&rl, keys::REWARD, "");
     curves_png(
         &out.join("rewards.png"),
         "Average reward",
@@ -86,15 +41,105 @@ pub fn draw_all(
         "rewards.png".into(),
         "Mean total reward of each step's completions (bold: smoothed; faint: raw).".into(),
     ));
+    figs.push(mode_figure(out, &palette, &rl, rewards)?);
+    figs.extend(pass_figures(out, data, eval, headline)?);
+    Ok(figs)
+}
 
+/// The colour of each run's curves: its mode's, shaded by its training-set size.
+struct Palette {
+    sizes: Vec<Option<usize>>,
+}
+
+impl Palette {
+    fn of(runs: &[&RunData]) -> Self {
+        let sizes = runs.iter().map(|d| d.size).collect::<BTreeSet<_>>();
+        Self {
+            sizes: sizes.into_iter().collect(),
+        }
+    }
+
+    fn color(&self, d: &RunData) -> plotters::style::RGBColor {
+        let rank = self.sizes.iter().position(|s| *s == d.size).unwrap_or(0);
+        mode_color(&d.mode, rank, self.sizes.len())
+    }
+
+    /// The step series `key` of each of `runs` that has it, labelled with `suffix`.
+    fn curves(&self, runs: &[&RunData], key: &str, suffix: &str) -> Vec<Curve> {
+        runs.iter()
+            .filter_map(|d| {
+                let s = d.series.get(key)?;
+                Some(Curve {
+                    label: format!("{}{suffix}", d.label),
+                    color: self.color(d),
+                    points: s.iter().map(|(x, y)| (*x as f64, *y)).collect(),
+                })
+            })
+            .collect()
+    }
+}
+
+/// Loss, learning rate and gradient norm per step.
+fn step_figures(
+    out: &Path,
+    palette: &Palette,
+    runs: &[&RunData],
+) -> Result<Vec<(String, String)>, ReportError> {
+    let figures = [
+        (
+            "training_loss.png",
+            "Training loss",
+            "loss",
+            keys::LOSS,
+            "Training loss per step (bold: exponential moving average; faint: raw). For RL runs this is the clipped surrogate, which on-policy equals minus the mean advantage of the kept tokens: flat by construction for PSR and NSR.",
+        ),
+        (
+            "learning_rate.png",
+            "Learning rate",
+            "learning rate",
+            keys::LEARNING_RATE,
+            "Learning rate per step.",
+        ),
+        (
+            "gradient_norm.png",
+            "Gradient norm (before clipping)",
+            "global L2 norm",
+            keys::GRAD_NORM,
+            "Global gradient norm per step, before clipping to max_grad_norm.",
+        ),
+    ];
+    let mut figs = Vec::new();
+    for (file, title, y, key, caption) in figures {
+        curves_png(&out.join(file), title, y, &palette.curves(runs, key, ""))?;
+        figs.push((file.to_string(), caption.to_string()));
+    }
+    Ok(figs)
+}
+
+/// The sample ratios each mode trains on, beside the average reward of every mode.
+fn mode_figure(
+    out: &Path,
+    palette: &Palette,
+    rl: &[&RunData],
+    rewards: Vec<Curve>,
+) -> Result<(String, String), ReportError> {
     let of_mode =
-        |m: &str| -> Vec<&RunData> { rl.iter().copied().filter(|d| d.mode == m).collect() };
-    let mut wr = curves(&of_mode("w-reinforce"), "positive_ratio", " positive");
+        |m: Mode| -> Vec<&RunData> { rl.iter().copied().filter(|d| d.mode == m.name()).collect() };
+    let mut wr = palette.curves(
+        &of_mode(Mode::WReinforce),
+        keys::POSITIVE_RATIO,
+        " positive",
+    );
     wr.extend(
-        curves(&of_mode("w-reinforce"), "negative_ratio", " negative")
+        palette
+            .curves(
+                &of_mode(Mode::WReinforce),
+                keys::NEGATIVE_RATIO,
+                " negative",
+            )
             .into_iter()
             .map(|mut c| {
-                c.color = super::plots::mode_color("nsr", 0, 1);
+                c.color = mode_color(Mode::Nsr.name(), 0, 1);
                 c
             }),
     );
@@ -108,12 +153,12 @@ pub fn draw_all(
         ratio(
             "PSR: positive ratio",
             "correct / completions",
-            curves(&of_mode("psr"), "positive_ratio", ""),
+            palette.curves(&of_mode(Mode::Psr), keys::POSITIVE_RATIO, ""),
         ),
         ratio(
             "NSR: negative ratio",
             "incorrect / completions",
-            curves(&of_mode("nsr"), "negative_ratio", ""),
+            palette.curves(&of_mode(Mode::Nsr), keys::NEGATIVE_RATIO, ""),
         ),
         ratio(
             "W-REINFORCE: positive / negative ratio",
@@ -128,41 +173,45 @@ pub fn draw_all(
         },
     ];
     panels_png(&out.join("mode_metrics.png"), &panels)?;
-    figs.push((
+    Ok((
         "mode_metrics.png".into(),
         "Mode-specific sample ratios per step, and the average reward of every mode.".into(),
-    ));
+    ))
+}
 
-    let path = out.join("pass_at_k.png");
-    match eval {
-        Some((name, e)) => {
-            figs.push(pass_figure(out, data, name, e, headline, "pass_at_k.png")?);
-            let guessable = data
-                .iter()
-                .filter_map(|d| d.questions(name))
-                .any(|qs| qs.iter().any(|q| Set::Guessable.contains(q)));
-            if headline == Set::Open && guessable {
-                figs.push(pass_figure(
-                    out,
-                    data,
-                    name,
-                    e,
-                    Set::Guessable,
-                    "pass_at_k_guessable.png",
-                )?);
-            }
-        }
-        None => {
-            message_png(
-                &path,
-                "pass@k",
-                "no sampled evaluation stored: run `chartrl eval --run RUN` first",
-            )?;
-            figs.push((
-                "pass_at_k.png".into(),
-                "pass@k: no sampled evaluation is stored for these runs.".into(),
-            ));
-        }
+/// The pass@k figure of the headline questions, and of the guessable ones beside open ones;
+/// a note in the figure's place when no evaluation is stored.
+fn pass_figures(
+    out: &Path,
+    data: &[RunData],
+    eval: Option<&(String, StoredEval)>,
+    headline: Set,
+) -> Result<Vec<(String, String)>, ReportError> {
+    let Some((name, e)) = eval else {
+        message_png(
+            &out.join("pass_at_k.png"),
+            "pass@k",
+            "no sampled evaluation stored: run `chartrl eval --run RUN` first",
+        )?;
+        return Ok(vec![(
+            "pass_at_k.png".into(),
+            "pass@k: no sampled evaluation is stored for these runs.".into(),
+        )]);
+    };
+    let mut figs = vec![pass_figure(out, data, name, e, headline, "pass_at_k.png")?];
+    let guessable = data
+        .iter()
+        .filter_map(|d| d.questions(name))
+        .any(|qs| qs.iter().any(|q| Set::Guessable.contains(q)));
+    if headline == Set::Open && guessable {
+        figs.push(pass_figure(
+            out,
+            data,
+            name,
+            e,
+            Set::Guessable,
+            "pass_at_k_guessable.png",
+        )?);
     }
     Ok(figs)
 }

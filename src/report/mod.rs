@@ -106,29 +106,10 @@ pub fn build(
     title: &str,
 ) -> Result<ReportOutput, ReportError> {
     crate::fsx::create_dir_all(out)?;
-    let mut data = runs
-        .iter()
-        .map(|r| RunData::load(store, r))
-        .collect::<Result<Vec<_>, _>>()?;
-    label_runs(&mut data);
-    let kind_rank = |k: Kind| match k {
-        Kind::WarmStart => 0,
-        Kind::Eval => 1,
-        Kind::Train => 2,
-    };
-    data.sort_by_key(|d| {
-        (
-            kind_rank(d.run.kind),
-            d.size,
-            mode_rank(&d.mode),
-            d.seed,
-            d.run.id,
-        )
-    });
-
+    let data = load_sorted(store, runs)?;
     let Summaries {
         mut files,
-        warnings: all_warnings,
+        warnings,
         blocks: run_blocks,
     } = write_summaries(out, &data)?;
     let rl: Vec<&RunData> = data.iter().filter(|d| d.is_rl()).collect();
@@ -160,25 +141,8 @@ pub fn build(
         blocks.extend(compare::interval_blocks(&rl, &baselines, name, e, headline));
         blocks.extend(compare::type_blocks(&rl, &baselines, name, e));
     }
-    blocks.push(Block::Heading(2, "Figures".into()));
-    for (file, caption) in &figs {
-        blocks.push(Block::Para(caption.clone()));
-        blocks.push(Block::Image {
-            file: file.clone(),
-            alt: file.trim_end_matches(".png").replace('_', " "),
-        });
-    }
-    blocks.push(Block::Heading(2, "Warnings".into()));
-    blocks.push(if all_warnings.is_empty() {
-        Block::Para("None.".into())
-    } else {
-        Block::List(
-            all_warnings
-                .iter()
-                .map(|(run, w)| format!("{run}: {} — {}. Fix: {}.", w.kind, w.message, w.fix))
-                .collect(),
-        )
-    });
+    blocks.extend(figure_blocks(&figs));
+    blocks.extend(warning_blocks(&warnings));
     blocks.push(Block::Heading(2, "Runs".into()));
     blocks.extend(run_blocks);
 
@@ -191,8 +155,62 @@ pub fn build(
     Ok(ReportOutput {
         files,
         runs: data.len(),
-        warnings: all_warnings,
+        warnings,
     })
+}
+
+/// The runs' data, labelled, warm starts first, then by size, mode and seed.
+fn load_sorted(store: &Store, runs: &[Run]) -> Result<Vec<RunData>, ReportError> {
+    let mut data = runs
+        .iter()
+        .map(|r| RunData::load(store, r))
+        .collect::<Result<Vec<_>, _>>()?;
+    label_runs(&mut data);
+    let kind_rank = |k: Kind| match k {
+        Kind::WarmStart => 0,
+        Kind::Eval => 1,
+        Kind::Train => 2,
+    };
+    data.sort_by_key(|d| {
+        (
+            kind_rank(d.run.kind),
+            d.size,
+            mode_rank(&d.mode),
+            d.seed,
+            d.run.id,
+        )
+    });
+    Ok(data)
+}
+
+/// Each figure with its caption.
+fn figure_blocks(figs: &[(String, String)]) -> Vec<Block> {
+    let mut blocks = vec![Block::Heading(2, "Figures".into())];
+    for (file, caption) in figs {
+        blocks.push(Block::Para(caption.clone()));
+        blocks.push(Block::Image {
+            file: file.clone(),
+            alt: file.trim_end_matches(".png").replace('_', " "),
+        });
+    }
+    blocks
+}
+
+/// Every run's warnings, or `None.`
+fn warning_blocks(warnings: &[(String, Warning)]) -> Vec<Block> {
+    vec![
+        Block::Heading(2, "Warnings".into()),
+        if warnings.is_empty() {
+            Block::Para("None.".into())
+        } else {
+            Block::List(
+                warnings
+                    .iter()
+                    .map(|(run, w)| format!("{run}: {} — {}. Fix: {}.", w.kind, w.message, w.fix))
+                    .collect(),
+            )
+        },
+    ]
 }
 
 /// What writing the runs' summaries produced.

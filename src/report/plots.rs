@@ -11,6 +11,8 @@ use plotters::prelude::*;
 use super::analysis::{smooth, smoothing_weight};
 use super::ReportError;
 use crate::plot::{color, ensure_fonts};
+use crate::store::Kind;
+use crate::train::Mode;
 
 pub const WIDTH: u32 = 1200;
 pub const HEIGHT: u32 = 700;
@@ -30,13 +32,13 @@ pub struct Curve {
 /// The colour of a mode (Okabe & Ito), lightened for smaller training sets so the largest
 /// size of each mode is the strongest line.
 pub fn mode_color(mode: &str, size_rank: usize, sizes: usize) -> RGBColor {
-    let base = match mode {
-        "grpo" => color(0),
-        "psr" => color(2),
-        "nsr" => color(5),
-        "w-reinforce" => color(3),
-        "warm-start" => color(7),
-        _ => color(1),
+    let base = match Mode::parse(mode) {
+        Some(Mode::Grpo) => color(0),
+        Some(Mode::Psr) => color(2),
+        Some(Mode::Nsr) => color(5),
+        Some(Mode::WReinforce) => color(3),
+        None if mode == Kind::WarmStart.as_str() => color(7),
+        None => color(1),
     };
     if sizes < 2 {
         return base;
@@ -181,6 +183,41 @@ fn padded(lo: f64, hi: f64) -> Range<f64> {
     (lo - pad)..(hi + pad)
 }
 
+/// The x range of the curves' points (widened when they all share one x), and the lowest
+/// and highest y.
+fn extent(curves: &[Curve]) -> (Range<f64>, (f64, f64)) {
+    let points = || curves.iter().flat_map(|c| c.points.iter());
+    let (x0, x1) = points().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| {
+        (a.min(p.0), b.max(p.0))
+    });
+    let y = points().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| {
+        (a.min(p.1), b.max(p.1))
+    });
+    let x_range = if x1 > x0 {
+        x0..x1
+    } else {
+        (x0 - 1.0)..(x1 + 1.0)
+    };
+    (x_range, y)
+}
+
+/// A y-axis label on an axis whose largest magnitude is `scale`: scientific outside
+/// [0.01, 1e5), three decimals below 0.1, else two; rounding noise near 0 shows as 0.
+fn y_label_text(y: f64, scale: f64) -> String {
+    let y = if y.abs() < 1e-12 * scale.max(1e-300) {
+        0.0
+    } else {
+        y
+    };
+    if !(1e-2..1e5).contains(&scale) {
+        format!("{y:.1e}")
+    } else if scale < 0.1 {
+        format!("{y:.3}")
+    } else {
+        format!("{y:.2}")
+    }
+}
+
 fn draw_curves(
     area: &Area,
     title: &str,
@@ -194,34 +231,11 @@ fn draw_curves(
     if points().next().is_none() {
         return message(area, title, "no data for this figure in the selected runs");
     }
-    let (x0, x1) = points().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| {
-        (a.min(p.0), b.max(p.0))
-    });
-    let (y0, y1) = points().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| {
-        (a.min(p.1), b.max(p.1))
-    });
-    let x_range = if x1 > x0 {
-        x0..x1
-    } else {
-        (x0 - 1.0)..(x1 + 1.0)
-    };
+    let (x_range, (y0, y1)) = extent(curves);
     let y_range = y_range.unwrap_or_else(|| padded(y0, y1));
     let y_scale = y_range.start.abs().max(y_range.end.abs());
     let corner = legend_corner(curves, &x_range, &y_range);
-    let y_tick = move |y: &f64| {
-        let y = if y.abs() < 1e-12 * y_scale.max(1e-300) {
-            0.0
-        } else {
-            *y
-        };
-        if !(1e-2..1e5).contains(&y_scale) {
-            format!("{y:.1e}")
-        } else if y_scale < 0.1 {
-            format!("{y:.3}")
-        } else {
-            format!("{y:.2}")
-        }
-    };
+    let y_tick = move |y: &f64| y_label_text(*y, y_scale);
     let mut chart = ChartBuilder::on(area)
         .caption(title, ("sans-serif", 24))
         .margin(15)

@@ -1,6 +1,7 @@
 //! `summary.txt`: a run's training summary in the words of the original project's
 //! `monitor_training.py`, with its evaluations and warnings.
 
+use crate::train::keys;
 use std::fmt::Write;
 
 use super::analysis::{Convergence, Summary, Warning, CONVERGED_BELOW};
@@ -21,21 +22,41 @@ pub fn duration(s: f64) -> String {
     }
 }
 
+/// The whole `summary.txt` of one run.
 pub fn summary_text(d: &RunData, s: &Summary, warnings: &[Warning]) -> String {
-    let r = &d.run;
     let mut t = String::new();
-    if r.kind == crate::store::Kind::Eval {
+    if d.run.kind == crate::store::Kind::Eval {
         let _ = writeln!(
             t,
             "MODEL EVALUATIONS: {} ({})",
-            r.name,
-            r.config["model_path"].as_str().unwrap_or("-")
+            d.run.name,
+            d.config.model_path.as_deref().unwrap_or("-")
         );
         for (_, _, e) in &d.evals {
             let _ = writeln!(t, "  {}", e.describe());
         }
         return t;
     }
+    header(&mut t, d, s);
+    loss(&mut t, d, s);
+    progress(&mut t, d, s);
+    for (step, _, e) in &d.evals {
+        let _ = writeln!(t, "  Evaluation at step {step}: {}", e.describe());
+    }
+    if warnings.is_empty() {
+        let _ = writeln!(t, "  Warnings: none");
+    } else {
+        let _ = writeln!(t, "  Warnings:");
+        for w in warnings {
+            let _ = writeln!(t, "    ⚠ {}: {}\n      fix: {}", w.kind, w.message, w.fix);
+        }
+    }
+    t
+}
+
+/// The run's name, status, steps, rewards and update accounting.
+fn header(t: &mut String, d: &RunData, s: &Summary) {
+    let r = &d.run;
     let _ = writeln!(t, "TRAINING SUMMARY: {} ({})", r.name, d.label);
     let _ = writeln!(
         t,
@@ -56,44 +77,46 @@ pub fn summary_text(d: &RunData, s: &Summary, warnings: &[Warning]) -> String {
             d.kept_total().map_or("-".into(), |k| format!("{k:.0}"))
         );
     }
+}
+
+/// The final loss (or where it diverged) and how far it fell.
+fn loss(t: &mut String, d: &RunData, s: &Summary) {
     let diverged_at = d
         .non_finite
-        .get("loss")
+        .get(keys::LOSS)
         .copied()
         .or(d.diverged.as_ref().map(|(step, _)| *step));
-    match diverged_at {
-        Some(step) => {
-            let _ = writeln!(
-                t,
-                "  Final loss: not finite (training diverged at step {step}; the last finite loss was {})",
-                num(s.final_loss, 4)
-            );
-        }
-        None => {
-            let _ = writeln!(t, "  Final loss: {}", num(s.final_loss, 4));
-        }
-    }
-    match s.loss_reduction_pct() {
+    let _ = match diverged_at {
+        Some(step) => writeln!(
+            t,
+            "  Final loss: not finite (training diverged at step {step}; the last finite loss was {})",
+            num(s.final_loss, 4)
+        ),
+        None => writeln!(t, "  Final loss: {}", num(s.final_loss, 4)),
+    };
+    let _ = match s.loss_reduction_pct() {
         Some(p) => {
             let p = if p.abs() < 0.05 { 0.0 } else { p };
-            let _ = writeln!(
+            writeln!(
                 t,
                 "  Loss reduction: {p:.1}% ({} → {}, means of the first and last {} steps)",
                 num(s.loss_first, 4),
                 num(s.loss_last, 4),
                 s.window
-            );
+            )
         }
-        None => {
-            let _ = writeln!(t, "  Loss reduction: - (too few steps)");
-        }
-    }
+        None => writeln!(t, "  Loss reduction: - (too few steps)"),
+    };
     if d.is_rl() {
         let _ = writeln!(
             t,
             "    (RL loss is the clipped surrogate: on-policy it equals minus the mean advantage, so it does not measure progress; see the reward)"
         );
     }
+}
+
+/// The final learning rate, the training time, the reward's gain and the verdict.
+fn progress(t: &mut String, d: &RunData, s: &Summary) {
     let _ = writeln!(
         t,
         "  Final LR: {}",
@@ -115,18 +138,6 @@ pub fn summary_text(d: &RunData, s: &Summary, warnings: &[Warning]) -> String {
         );
     }
     let _ = writeln!(t, "  {}", verdict(&s.convergence, s.window));
-    for (step, _, e) in &d.evals {
-        let _ = writeln!(t, "  Evaluation at step {step}: {}", e.describe());
-    }
-    if warnings.is_empty() {
-        let _ = writeln!(t, "  Warnings: none");
-    } else {
-        let _ = writeln!(t, "  Warnings:");
-        for w in warnings {
-            let _ = writeln!(t, "    ⚠ {}: {}\n      fix: {}", w.kind, w.message, w.fix);
-        }
-    }
-    t
 }
 
 /// `✓ Converged (...)` with the rule that decided it.

@@ -2,6 +2,7 @@
 //! number the mean ± std over the seeds that ran it. Runs trained on different rewards never
 //! share a row: that would compare objectives, not modes.
 
+use crate::train::keys;
 use std::collections::BTreeMap;
 
 use super::analysis::window;
@@ -154,7 +155,7 @@ pub fn comparison(runs: &[&RunData], eval: Option<&str>, headline: Set) -> Vec<R
 
 /// The mean reward over the run's last window of steps.
 fn final_reward(d: &RunData) -> Option<f64> {
-    let r = d.values("reward");
+    let r = d.values(keys::REWARD);
     let w = window(r.len()).min(r.len());
     (w > 0).then(|| mean_std(&r[r.len() - w..]).0)
 }

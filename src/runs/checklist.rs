@@ -4,6 +4,7 @@
 //! were correct and how many incorrect (`kept_correct`, `kept_incorrect`), counted from the
 //! same flags the loss used.
 
+use crate::train::{keys, Mode};
 use std::collections::BTreeMap;
 
 use serde::Serialize;
@@ -30,6 +31,21 @@ impl std::fmt::Display for Checklist {
     }
 }
 
+impl Checklist {
+    /// The checklist of a run that was never created (a dry pass, or a run whose input
+    /// model failed): everything fails.
+    pub fn not_run() -> Self {
+        Self {
+            completed: false,
+            loss_finite: false,
+            filtering: false,
+            checkpoints: false,
+            passed: false,
+            problems: vec!["the run has not run".into()],
+        }
+    }
+}
+
 /// The checklist of `run` from what the store holds.
 pub fn checklist(store: &Store, run: &Run) -> Result<Checklist, StoreError> {
     let rows = store.metrics(run.id)?;
@@ -45,7 +61,7 @@ pub fn checklist(store: &Store, run: &Run) -> Result<Checklist, StoreError> {
     }
     let bad_loss = rows
         .iter()
-        .find(|m| m.key == "loss" && !m.value.is_some_and(f64::is_finite));
+        .find(|m| m.key == keys::LOSS && !m.value.is_some_and(f64::is_finite));
     let loss_finite = !rows.is_empty() && bad_loss.is_none();
     match bad_loss {
         Some(m) => problems.push(format!("the loss is not finite at step {}", m.step)),
@@ -82,11 +98,11 @@ pub fn checklist(store: &Store, run: &Run) -> Result<Checklist, StoreError> {
 fn filter_fault(mode: &str, v: &BTreeMap<&str, f64>) -> Option<String> {
     let get = |k: &str| v.get(k).copied();
     let (Some(kept), Some(kc), Some(ki), Some(c), Some(i)) = (
-        get("kept"),
-        get("kept_correct"),
-        get("kept_incorrect"),
-        get("correct"),
-        get("incorrect"),
+        get(keys::KEPT),
+        get(keys::KEPT_CORRECT),
+        get(keys::KEPT_INCORRECT),
+        get(keys::CORRECT),
+        get(keys::INCORRECT),
     ) else {
         return Some("what the step kept was not recorded (kept, kept_correct, kept_incorrect, correct, incorrect)".into());
     };
@@ -95,11 +111,10 @@ fn filter_fault(mode: &str, v: &BTreeMap<&str, f64>) -> Option<String> {
             "kept {kept} samples, but {kc} correct + {ki} incorrect"
         ));
     }
-    let (want_c, want_i) = match mode {
-        "psr" => (c, 0.0),
-        "nsr" => (0.0, i),
-        "grpo" | "w-reinforce" => (c, i),
-        _ => return None,
+    let (want_c, want_i) = match Mode::parse(mode)? {
+        Mode::Psr => (c, 0.0),
+        Mode::Nsr => (0.0, i),
+        Mode::Grpo | Mode::WReinforce => (c, i),
     };
     (kc != want_c || ki != want_i).then(|| {
         format!(

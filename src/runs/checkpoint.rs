@@ -38,11 +38,6 @@ pub struct TrainerState {
     pub config: serde_json::Value,
 }
 
-/// The directory (relative to the runs root) of run `name`'s checkpoint after `step` steps.
-pub fn relative_path(name: &str, step: usize) -> String {
-    format!("{name}/checkpoints/checkpoint-{step}")
-}
-
 /// A fault to inject for crash tests: `CHARTRL_FAULT=checkpoint-STAGE:STEP` kills the process
 /// (SIGKILL) at that stage of writing checkpoint STEP. Stages: `files` (half the files
 /// written), `rename` (all written, before the rename), `commit` (renamed, before the store

@@ -10,7 +10,7 @@ use std::time::Instant;
 use super::{identity, DataSpec, RunError};
 
 use crate::data::PromptTemplate;
-use crate::eval::{evaluate_chunk, EvalConfig, EvalSummary, StoredEval, CHUNK};
+use crate::eval::{evaluate_chunk, EvalConfig, EvalSummary, QuestionResult, StoredEval, CHUNK};
 use crate::model::{default_dtype, Policy};
 use crate::store::{Kind, NewRun, Run, Status, Store};
 
@@ -67,12 +67,12 @@ pub struct EvalOutcome {
 /// run, else its latest checkpoint.
 pub fn run_model(store: &Store, run: &Run) -> Result<(PathBuf, usize), RunError> {
     let root = store.root();
-    let final_dir = root.join(&run.name).join("model");
+    let final_dir = super::layout::final_model(&root, &run.name);
     if run.status == Status::Done && final_dir.join("config.json").is_file() {
         return Ok((final_dir, run.step));
     }
     if run.kind == Kind::Eval {
-        if let Some(p) = run.config["model_path"].as_str() {
+        if let Some(p) = super::config::RunConfig::of(run).model_path {
             return Ok((PathBuf::from(p), 0));
         }
     }
@@ -123,7 +123,45 @@ pub fn evaluate(
         }
     }
 
-    let mut done = store.eval_questions(run.id, step, &name)?;
+    let slot = Slot {
+        run: &run,
+        step,
+        name: &name,
+        model_dir: &model_dir,
+    };
+    let (mut done, sampled) = sample_missing(store, req, &slot, &samples, obs)?;
+    done.sort_by_key(|q| q.index);
+    let summary = EvalSummary::from_questions(&done)
+        .map_err(|e| RunError::BadEval(format!("{}: {e}", run.name)))?;
+    let result = StoredEval {
+        data: label,
+        config: req.config.clone(),
+        summary,
+    };
+    let json = serde_json::to_value(&result).map_err(|e| RunError::BadEval(e.to_string()))?;
+    store.add_evaluation(run.id, step, &name, &json)?;
+    Ok(outcome(result, sampled))
+}
+
+/// Where an evaluation's results are stored, and the model it samples.
+struct Slot<'a> {
+    run: &'a Run,
+    step: usize,
+    name: &'a str,
+    model_dir: &'a Path,
+}
+
+/// Samples the chunks of questions not stored yet, committing each as it finishes; returns
+/// every question's result and how many this call sampled.
+fn sample_missing(
+    store: &mut Store,
+    req: &EvalRequest,
+    slot: &Slot,
+    samples: &[crate::data::Sample],
+    obs: &mut dyn EvalObserver,
+) -> Result<(Vec<QuestionResult>, usize), RunError> {
+    let (run, step, name) = (slot.run, slot.step, slot.name);
+    let mut done = store.eval_questions(run.id, step, name)?;
     let have: std::collections::BTreeSet<usize> = done.iter().map(|q| q.index).collect();
     let total = samples.len();
     obs.on_progress(have.len().min(total), total);
@@ -144,29 +182,19 @@ pub fn evaluate(
         let p = match &mut policy {
             Some(p) => p,
             None => policy.insert(Policy::load(
-                &model_dir,
+                slot.model_dir,
                 &req.device,
                 default_dtype(&req.device),
             )?),
         };
         let results = evaluate_chunk(p, chunk, first, &req.prompt, &req.config)?;
-        store.add_eval_questions(run.id, step, &name, &results)?;
+        store.add_eval_questions(run.id, step, name, &results)?;
         sampled += results.len();
         done.retain(|q| q.index < first || q.index >= first + chunk.len());
         done.extend(results);
         obs.on_progress(done.len().min(total), total);
     }
-    done.sort_by_key(|q| q.index);
-    let summary = EvalSummary::from_questions(&done)
-        .map_err(|e| RunError::BadEval(format!("{}: {e}", run.name)))?;
-    let result = StoredEval {
-        data: label,
-        config: req.config.clone(),
-        summary,
-    };
-    let json = serde_json::to_value(&result).map_err(|e| RunError::BadEval(e.to_string()))?;
-    store.add_evaluation(run.id, step, &name, &json)?;
-    Ok(outcome(result, sampled))
+    Ok((done, sampled))
 }
 
 /// The `eval` run that holds evaluations of the model directory `dir` (created on first

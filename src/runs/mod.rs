@@ -9,8 +9,10 @@
 
 pub mod checklist;
 pub mod checkpoint;
+pub mod config;
 pub mod evaluate;
 pub mod identity;
+pub mod layout;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -396,7 +398,7 @@ fn execute(
         // Another process finished it while this one built its trainer.
         return Ok(already_done(store, run));
     }
-    let model_dir = store.root().join(&run.name).join("model");
+    let model_dir = layout::final_model(&store.root(), &run.name);
     let me = Owner::current();
     let run = store.claim(&run, &me, claim.stale_after, claim.force)?;
     let _heartbeat = Heartbeat::start(
@@ -458,7 +460,7 @@ fn record_ending(
 
 /// The outcome of asking for a run that is already done.
 fn already_done(store: &Store, run: Run) -> TrainOutcome {
-    let model_dir = store.root().join(&run.name).join("model");
+    let model_dir = layout::final_model(&store.root(), &run.name);
     TrainOutcome {
         run,
         ending: Ending::AlreadyDone,
@@ -501,7 +503,7 @@ fn drive(
 ) -> Result<TrainOutcome, RunError> {
     let start = Instant::now();
     let root = store.root();
-    let (save_steps, keep) = save_policy(&run.config);
+    let (save_steps, keep) = config::RunConfig::of(run).save_policy();
     let resumed_from = resume_point(store, run, &root, trainer)?;
     if resumed_from.is_none() && run.step > 0 {
         obs.on_event(&Event {
@@ -608,18 +610,6 @@ fn event_row(e: &Event) -> EventRow {
     }
 }
 
-/// `save_steps` and `save_total_limit` from a run's options (the trainer defaults when a
-/// kind has none: the warm start checkpoints every 50 steps and keeps 3).
-fn save_policy(config: &serde_json::Value) -> (usize, usize) {
-    let get = |key: &str, default: usize| {
-        config["options"][key]
-            .as_u64()
-            .map(|v| v as usize)
-            .unwrap_or(default)
-    };
-    (get("save_steps", 50), get("save_total_limit", 3))
-}
-
 /// Restores the newest checkpoint that matches its recorded hash, skipping (with a warning
 /// event) any that do not, and forgets what the run recorded after it. Returns its step.
 fn resume_point(
@@ -628,7 +618,7 @@ fn resume_point(
     root: &Path,
     trainer: &mut dyn Trainer,
 ) -> Result<Option<usize>, RunError> {
-    let ckpt_dir = root.join(&run.name).join("checkpoints");
+    let ckpt_dir = layout::checkpoints(root, &run.name);
     let mut warnings = Vec::new();
     let mut chosen: Option<CheckpointRow> = None;
     for row in store.checkpoints(run.id)? {
@@ -700,7 +690,7 @@ fn save_checkpoint(
     trainer: &dyn Trainer,
     keep: usize,
 ) -> Result<(), RunError> {
-    let rel = checkpoint::relative_path(&run.name, trainer.step());
+    let rel = layout::checkpoint(&run.name, trainer.step());
     let row = checkpoint::write(root, &rel, trainer)?;
     store.add_checkpoint(run.id, &row)?;
     if keep > 0 {

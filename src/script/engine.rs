@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 use rhai::module_resolvers::FileModuleResolver;
 use rhai::{Engine, EvalAltResult, Module, ModuleResolver, Position, Shared};
 
-use super::api::{self, Host};
+use super::bind;
 use super::error::from_rhai;
+use super::host::{self, Host};
 use super::{ExecObserver, ExecOptions, ExecSummary, ScriptError};
 
 /// Operations a script may run (a sweep declaration needs a few thousand; an accidental
@@ -174,9 +175,9 @@ pub(crate) fn run(
         ast.clone(),
         clock,
     )?));
-    api::register(&mut engine, &host);
+    bind::register(&mut engine, &host);
     let result = engine.run_ast(&ast);
-    let summary = api::finish(&host);
+    let summary = host::finish(&host);
     result.map_err(|e| from_rhai(&opts.script, source, &e))?;
     Ok(summary)
 }

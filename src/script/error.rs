@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 
 use rhai::{EvalAltResult, Position};
 
+use super::host::{HostError, HostFailure};
+
 #[derive(Debug, thiserror::Error)]
 pub enum ScriptError {
     #[error("{path}: {source}")]
@@ -19,6 +21,14 @@ pub enum ScriptError {
         message: String,
         snippet: String,
     },
+    /// Something the script asked for failed (a run, an evaluation, a report); the library's
+    /// error is kept whole (see [`ScriptError::failure`]).
+    #[error("{location}: {failure}{snippet}")]
+    Host {
+        location: String,
+        failure: HostFailure,
+        snippet: String,
+    },
     /// Ctrl-C or SIGTERM stopped the script (the current run was checkpointed).
     #[error("{location}: stopped: {message}")]
     Interrupted { location: String, message: String },
@@ -29,6 +39,16 @@ pub enum ScriptError {
     Train(#[from] crate::train::TrainError),
     #[error(transparent)]
     Data(#[from] crate::data::DataError),
+}
+
+impl ScriptError {
+    /// The error of the primitive that stopped the script, if one did.
+    pub fn failure(&self) -> Option<&HostError> {
+        match self {
+            ScriptError::Host { failure, .. } => Some(&failure.0),
+            _ => None,
+        }
+    }
 }
 
 /// Turns a Rhai error into a [`ScriptError`] pointing into `source` (the text of `path`).
@@ -48,6 +68,15 @@ pub(crate) fn from_rhai(path: &Path, source: &str, err: &EvalAltResult) -> Scrip
             location,
             message: reason.to_string(),
         };
+    }
+    if let EvalAltResult::ErrorRuntime(value, _) = err {
+        if let Some(failure) = value.clone().try_cast::<HostFailure>() {
+            return ScriptError::Host {
+                location,
+                failure,
+                snippet: snippet(&text, pos),
+            };
+        }
     }
     ScriptError::Script {
         location,

@@ -4,9 +4,10 @@
 //! and re-running a script reuses finished runs, resumes interrupted ones and starts only
 //! what changed. This module is the only place that knows Rhai.
 
-mod api;
+mod bind;
 mod engine;
 mod error;
+mod host;
 mod options;
 mod reward;
 
@@ -19,6 +20,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 pub use error::ScriptError;
+pub use host::{HostError, HostFailure};
 pub use reward::{reward_from_source, ScriptReward};
 
 use crate::train::Observer;
@@ -37,7 +39,7 @@ pub struct ExecOptions {
     /// The wall time the script may run outside training, evaluation and reports.
     pub time_limit: std::time::Duration,
     /// The device of runs that do not name one (`None`: `CHARTRL_DEVICE`, else the CPU).
-    pub device: Option<String>,
+    pub device: Option<crate::device::DeviceSpec>,
 }
 
 /// What happened to a run the script asked for.

@@ -91,6 +91,23 @@ pub struct TrainConfig {
 
 const EMBEDDED_DEFAULTS: &str = include_str!("../../configs/trainer.yaml");
 
+/// Options of type `T` read from YAML and checked by `validate`; errors name `origin`.
+pub(crate) fn checked_yaml<T: serde::de::DeserializeOwned>(
+    text: &str,
+    origin: &str,
+    validate: fn(&T) -> Result<(), String>,
+) -> Result<T, TrainError> {
+    let config: T = serde_yaml::from_str(text).map_err(|e| TrainError::Config {
+        origin: origin.to_string(),
+        msg: e.to_string(),
+    })?;
+    validate(&config).map_err(|msg| TrainError::Config {
+        origin: origin.to_string(),
+        msg,
+    })?;
+    Ok(config)
+}
+
 impl TrainConfig {
     /// The defaults compiled into the binary (`configs/trainer.yaml` of the source tree; the
     /// command line and scripts prefer the working directory's copy, see `workspace`).
@@ -98,16 +115,9 @@ impl TrainConfig {
         Self::from_yaml(EMBEDDED_DEFAULTS, "<built-in trainer.yaml>")
     }
 
+    /// Options read from YAML and checked; errors name `origin`.
     pub fn from_yaml(text: &str, origin: &str) -> Result<Self, TrainError> {
-        let cfg: Self = serde_yaml::from_str(text).map_err(|e| TrainError::Config {
-            origin: origin.to_string(),
-            msg: e.to_string(),
-        })?;
-        cfg.validate().map_err(|msg| TrainError::Config {
-            origin: origin.to_string(),
-            msg,
-        })?;
-        Ok(cfg)
+        checked_yaml(text, origin, Self::validate)
     }
 
     /// These options with `overrides` (a map of option name to value) applied on top (see
@@ -124,7 +134,15 @@ impl TrainConfig {
         Ok(cfg)
     }
 
+    /// Checks the options, naming the first bad one.
     pub fn validate(&self) -> Result<(), String> {
+        self.check_counts()?;
+        self.check_optimizer()?;
+        self.check_sampling()
+    }
+
+    /// Sizes and counts: all at least 1, and a batch no larger than the data.
+    fn check_counts(&self) -> Result<(), String> {
         let positive = [
             ("subset_size", self.subset_size),
             ("num_epochs", self.num_epochs),
@@ -143,6 +161,11 @@ impl TrainConfig {
                 self.batch_size, self.subset_size
             ));
         }
+        Ok(())
+    }
+
+    /// The loss's and the optimizer's numbers.
+    fn check_optimizer(&self) -> Result<(), String> {
         if !(self.max_grad_norm >= 0.0 && self.max_grad_norm.is_finite()) {
             return Err(format!(
                 "`max_grad_norm` must be >= 0 (0: no clipping), got {}",
@@ -180,6 +203,11 @@ impl TrainConfig {
                 self.learning_rate
             ));
         }
+        Ok(())
+    }
+
+    /// Sampling, the grouping GRPO needs, and what counts as correct.
+    fn check_sampling(&self) -> Result<(), String> {
         if !(0.0..=1.0).contains(&self.top_p) || self.top_p == 0.0 {
             return Err(format!("`top_p` must be in (0, 1], got {}", self.top_p));
         }

@@ -83,6 +83,7 @@ pub fn fit<H: FitHook>(
             inner: obs,
             events: Vec::new(),
         };
+        injected_fault(trainer.step())?;
         let m = trainer.train_step(&mut tee)?;
         let events = tee.events;
         tracing::debug!(step = m.step, "step done");
@@ -96,6 +97,17 @@ pub fn fit<H: FitHook>(
         total_steps: total,
         stopped,
     })
+}
+
+/// A fault to inject for exit-code tests: `CHARTRL_FAULT=kernel:STEP` fails step STEP the
+/// way a tensor kernel fails.
+fn injected_fault(step: usize) -> Result<(), TrainError> {
+    match std::env::var("CHARTRL_FAULT") {
+        Ok(spec) if spec == format!("kernel:{step}") => Err(TrainError::Candle(
+            candle_core::Error::Msg("injected kernel failure (CHARTRL_FAULT)".into()),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Forwards everything to the caller's observer and keeps the step's events for the hook.

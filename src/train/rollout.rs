@@ -107,13 +107,7 @@ impl RlTrainer {
         let scored: Vec<Scored> = groups
             .iter()
             .enumerate()
-            .flat_map(|(g, cs)| {
-                cs.iter().map(move |c| Scored {
-                    sample: &self.samples[indices[g]],
-                    completion: &c.text,
-                    tokens: c.tokens.len(),
-                })
-            })
+            .flat_map(|(g, cs)| scored(&self.samples[indices[g]], cs))
             .collect();
         let scores = self.rewards.score(&scored)?;
         let accuracy: Vec<f64> = match scores.get("accuracy") {
@@ -252,4 +246,16 @@ impl KeptCounts {
             self.informative += 1;
         }
     }
+}
+
+/// One question's completions, ready for the reward functions.
+pub fn scored<'a>(sample: &'a Sample, completions: &'a [Completion]) -> Vec<Scored<'a>> {
+    completions
+        .iter()
+        .map(|c| Scored {
+            sample,
+            completion: &c.text,
+            tokens: c.tokens.len(),
+        })
+        .collect()
 }

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use super::config::lr_schedule;
+use super::config::{checked_yaml, lr_schedule};
 use super::cursor::Cursor;
 use super::fit::Trainer;
 use super::grads::{backward_pieces, clip_factor, global_norm};
@@ -48,16 +48,9 @@ impl WarmStartConfig {
         Self::from_yaml(EMBEDDED_DEFAULTS, "<built-in warm_start.yaml>")
     }
 
+    /// Options read from YAML and checked; errors name `origin`.
     pub fn from_yaml(text: &str, origin: &str) -> Result<Self, TrainError> {
-        let cfg: Self = serde_yaml::from_str(text).map_err(|e| TrainError::Config {
-            origin: origin.to_string(),
-            msg: e.to_string(),
-        })?;
-        cfg.validate().map_err(|msg| TrainError::Config {
-            origin: origin.to_string(),
-            msg,
-        })?;
-        Ok(cfg)
+        checked_yaml(text, origin, Self::validate)
     }
 
     /// Checks the options, naming the first bad one.
@@ -187,6 +180,13 @@ impl SftTrainer {
             c.batch_size,
             c.lr_at(self.step),
         )
+    }
+
+    /// Tokens in the next step's sequences (prompts and completions).
+    pub fn batch_tokens(&self) -> usize {
+        let c = &self.config;
+        let batch = self.cursor().batch(c.samples, c.batch_size);
+        batch.iter().map(|&i| self.seqs[i].0.len()).sum()
     }
 
     /// Takes step `self.step`: one supervised update on its batch.

@@ -1,0 +1,192 @@
+//! `evaluate(...)` and `report(...)`: sampled evaluations recorded in the store, and the
+//! report of every run the script asked for.
+
+use rhai::{Array, Dynamic, Engine, Map, INT};
+
+use super::host_fn;
+use super::runs::model_of;
+use super::values::{DataRef, RunRef};
+use crate::eval::{EvalConfig, EvalSummary};
+use crate::runs::evaluate::{evaluate, EvalObserver, EvalRequest, EvalTarget};
+use crate::runs::RunError;
+use crate::script::host::{Host, HostError, HostRef};
+use crate::script::options::{apply, json_map, take};
+use crate::script::ExecObserver;
+
+pub(super) fn register(engine: &mut Engine, host: &HostRef) {
+    host_fn!(
+        engine.register_fn,
+        host,
+        "evaluate",
+        |h, t: Dynamic, d: DataRef, opts: Map| h.evaluate(t, d, opts)
+    );
+    host_fn!(
+        engine.register_fn,
+        host,
+        "evaluate",
+        |h, t: Dynamic, d: DataRef| h.evaluate(t, d, Map::new())
+    );
+    host_fn!(engine.register_fn, host, "report", |h, opts: Map| h
+        .report(opts));
+    host_fn!(engine.register_fn, host, "report", |h| h.report(Map::new()));
+}
+
+impl Host {
+    /// Samples `n` completions per question of `data` (stored; reused when asked again) and
+    /// returns accuracy, format rate, mean length and pass@k.
+    fn evaluate(
+        &mut self,
+        target: Dynamic,
+        data: DataRef,
+        mut opts: Map,
+    ) -> Result<Map, HostError> {
+        let asked = take(&mut opts, "k").map(int_list).transpose()?;
+        let device = self.device(&mut opts, "evaluate")?;
+        let config: EvalConfig = apply(
+            &EvalConfig::default(),
+            &rename(json_map(&opts)?, "max_tokens", "max_new_tokens"),
+            "evaluate",
+        )?;
+        config.validate().map_err(|e| format!("evaluate: {e}"))?;
+        let ks = config
+            .ks(&asked.unwrap_or_default())
+            .map_err(|e| format!("evaluate: {e}"))?;
+        let run = target.clone().try_cast::<RunRef>();
+        let model = model_of(target, "evaluate")?;
+        let ready = !self.dry && model.ready && run.as_ref().is_none_or(|r| r.id.is_some());
+        if !ready {
+            // A dry pass returns the same shape, with NaN for what sampling would measure.
+            return Ok(eval_map(&EvalSummary::unmeasured(data.size, config.n), &ks));
+        }
+        let req = EvalRequest {
+            target: match run {
+                Some(r) => EvalTarget::Run(r.name),
+                None => EvalTarget::Model(model.dir),
+            },
+            data: data.spec,
+            questions: data.size,
+            config,
+            prompt: self.prompt.clone(),
+            experiment: Some(self.experiment.clone()),
+            device,
+        };
+        let mut obs = EvalProgress(&mut *self.obs);
+        let o = evaluate(&mut self.store, &req, &mut obs).map_err(|e| match e {
+            RunError::Stopped(m) => HostError::Interrupted(m),
+            other => other.into(),
+        })?;
+        let mut out = Map::new();
+        out.insert("run".into(), o.run.name.into());
+        out.insert("name".into(), o.name.into());
+        out.extend(eval_map(&o.result.summary, &ks));
+        Ok(out)
+    }
+
+    /// Writes the report (`chartrl report`) of every run the script asked for into `out`
+    /// (default `reports/EXPERIMENT`); returns the directory.
+    fn report(&mut self, mut opts: Map) -> Result<String, HostError> {
+        let out = take(&mut opts, "out")
+            .map(|v| v.to_string())
+            .unwrap_or_else(|| format!("reports/{}", self.experiment));
+        if let Some(k) = opts.keys().next() {
+            return Err(format!("unknown report option `{k}` (valid: out)").into());
+        }
+        let dir = self.path(&out)?;
+        if self.dry {
+            return Ok(dir.display().to_string());
+        }
+        let mut runs: Vec<crate::store::Run> = Vec::new();
+        for l in &self.lines {
+            if let Ok(run) = self.store.find_run(&l.name) {
+                if !runs.iter().any(|r| r.id == run.id) {
+                    runs.push(run);
+                }
+            }
+        }
+        if runs.is_empty() {
+            return Err("report: the script has not asked for any run yet"
+                .to_string()
+                .into());
+        }
+        let o = crate::report::build(&self.store, &runs, &dir, &self.experiment)?;
+        self.obs.on_log(&format!(
+            "report of {} runs written to {} ({} warnings)",
+            o.runs,
+            dir.join("report.html").display(),
+            o.warnings.len()
+        ));
+        Ok(dir.display().to_string())
+    }
+}
+
+/// An evaluation's progress, shown by the exec console; Ctrl-C stops it between chunks.
+struct EvalProgress<'a>(&'a mut dyn ExecObserver);
+
+impl EvalObserver for EvalProgress<'_> {
+    fn on_progress(&mut self, done: usize, total: usize) {
+        self.0.on_eval(done, total);
+    }
+    fn should_stop(&self) -> bool {
+        self.0.should_stop()
+    }
+}
+
+/// A list of positive integers (`k: [1, 2, 4]`), or a single one.
+fn int_list(v: Dynamic) -> Result<Vec<usize>, HostError> {
+    let items = match v.clone().try_cast::<Array>() {
+        Some(a) => a,
+        None => vec![v],
+    };
+    items
+        .into_iter()
+        .map(|x| {
+            x.as_int()
+                .ok()
+                .filter(|i| *i > 0)
+                .map(|i| i as usize)
+                .ok_or_else(|| {
+                    HostError::Usage(format!(
+                        "evaluate: `k` must hold positive integers, not {x}"
+                    ))
+                })
+        })
+        .collect()
+}
+
+/// `map` with `from` renamed `to` (script option names that differ from the config's).
+fn rename(
+    mut map: serde_json::Map<String, serde_json::Value>,
+    from: &str,
+    to: &str,
+) -> serde_json::Map<String, serde_json::Value> {
+    if let Some(v) = map.remove(from) {
+        map.insert(to.to_string(), v);
+    }
+    map
+}
+
+/// What `evaluate` returns: the aggregate, with pass@k for the asked `ks` by k.
+fn eval_map(s: &EvalSummary, ks: &[usize]) -> Map {
+    let mut out = Map::new();
+    out.insert("questions".into(), Dynamic::from(s.questions as INT));
+    out.insert("n".into(), Dynamic::from(s.n as INT));
+    for (key, v) in [
+        ("accuracy", s.accuracy),
+        ("format_rate", s.format_rate),
+        ("mean_length", s.mean_length),
+        ("truncated_rate", s.truncated_rate),
+    ] {
+        out.insert(key.into(), Dynamic::from(v));
+    }
+    let pass: Map = ks
+        .iter()
+        .filter_map(|k| {
+            Some((
+                k.to_string().into(),
+                Dynamic::from(*s.pass_at_k.get(k - 1)?),
+            ))
+        })
+        .collect();
+    out.insert("pass_at_k".into(), pass.into());
+    out
+}

@@ -1,0 +1,167 @@
+//! The values scripts pass around — `Model`, `Data`, `Run` — and what a script can read from
+//! them: a run's name, mode, status, step, metrics and checklist, read from the store.
+
+use std::path::PathBuf;
+
+use rhai::{Array, Dynamic, Engine, EvalAltResult, Map, FLOAT, INT};
+
+use super::host_fn;
+use crate::runs::checklist::{checklist, Checklist};
+use crate::runs::DataSpec;
+use crate::script::host::{Host, HostError, HostRef};
+
+/// A model: a Hugging Face directory (`ready` once it exists).
+#[derive(Debug, Clone)]
+pub(crate) struct ModelRef {
+    pub dir: PathBuf,
+    pub ready: bool,
+}
+
+impl ModelRef {
+    /// The model in `dir`, ready when its `config.json` is there.
+    pub fn at(dir: PathBuf) -> Self {
+        let ready = dir.join("config.json").is_file();
+        Self { dir, ready }
+    }
+}
+
+/// Training or test samples: a source and how many of its first samples to use.
+#[derive(Debug, Clone)]
+pub(crate) struct DataRef {
+    pub spec: DataSpec,
+    pub size: usize,
+}
+
+/// A run the script asked for.
+#[derive(Debug, Clone)]
+pub(crate) struct RunRef {
+    /// `None` for a run a dry pass has not created.
+    pub id: Option<i64>,
+    pub name: String,
+    /// `warm-start` or the training mode.
+    pub what: String,
+    pub model_dir: PathBuf,
+}
+
+pub(super) fn register(engine: &mut Engine, host: &HostRef) {
+    engine
+        .register_type_with_name::<ModelRef>("Model")
+        .register_type_with_name::<DataRef>("Data")
+        .register_type_with_name::<RunRef>("Run");
+    engine.register_fn("take", take);
+    engine.register_fn("len", |d: &mut DataRef| d.size as INT);
+    engine.register_fn("to_string", |d: &mut DataRef| match &d.spec {
+        DataSpec::Synthetic { split, seed } => format!(
+            "chart_data({} split, seed {seed}, {} samples)",
+            split.name(),
+            d.size
+        ),
+        DataSpec::File(p) => format!("data({}, {} samples)", p.display(), d.size),
+    });
+    engine.register_fn("to_string", |m: &mut ModelRef| {
+        format!("model({})", m.dir.display())
+    });
+    engine.register_get("name", |r: &mut RunRef| r.name.clone());
+    engine.register_get("mode", |r: &mut RunRef| r.what.clone());
+    engine.register_get("model", |r: &mut RunRef| ModelRef::at(r.model_dir.clone()));
+    host_fn!(engine.register_get, host, "status", |h, r: &mut RunRef| Ok(
+        h.run_status(r)
+    ));
+    host_fn!(engine.register_get, host, "ok", |h, r: &mut RunRef| Ok(h
+        .run_status(r)
+        == "done"));
+    host_fn!(engine.register_get, host, "step", |h, r: &mut RunRef| Ok(
+        h.run_step(r)
+    ));
+    host_fn!(
+        engine.register_fn,
+        host,
+        "metric",
+        |h, r: &mut RunRef, key: &str| Ok(h.metric(r, key))
+    );
+    host_fn!(
+        engine.register_fn,
+        host,
+        "history",
+        |h, r: &mut RunRef, key: &str| Ok(h.history(r, key))
+    );
+    host_fn!(
+        engine.register_fn,
+        host,
+        "checklist",
+        |h, r: &mut RunRef| h.checklist(r)
+    );
+    let shared = host.clone();
+    engine.register_fn("to_string", move |r: &mut RunRef| {
+        let status =
+            crate::script::host::with(&shared, |h| Ok(h.run_status(r))).unwrap_or_default();
+        format!("run({}, {}, {status})", r.name, r.what)
+    });
+}
+
+/// `data.take(n)`: the first `n` samples.
+fn take(d: &mut DataRef, n: INT) -> Result<DataRef, Box<EvalAltResult>> {
+    if n <= 0 {
+        return Err(format!("take({n}): the count must be positive").into());
+    }
+    Ok(DataRef {
+        spec: d.spec.clone(),
+        size: d.size.min(n as usize),
+    })
+}
+
+impl Host {
+    fn stored_run(&self, r: &RunRef) -> Option<crate::store::Run> {
+        r.id.and_then(|id| self.store.run_by_id(id).ok())
+    }
+
+    fn run_status(&self, r: &RunRef) -> String {
+        match self.stored_run(r) {
+            Some(run) => run.status.as_str().to_string(),
+            None => "planned".into(),
+        }
+    }
+
+    fn run_step(&self, r: &RunRef) -> INT {
+        self.stored_run(r).map_or(0, |x| x.step as INT)
+    }
+
+    /// The run's latest value of `key`; NaN when it has none.
+    fn metric(&self, r: &RunRef, key: &str) -> FLOAT {
+        r.id.and_then(|id| self.store.latest_metrics(id).ok())
+            .and_then(|m| m.into_iter().find(|m| m.key == key))
+            .and_then(|m| m.value)
+            .unwrap_or(FLOAT::NAN)
+    }
+
+    /// Every value of `key` the run recorded, step by step.
+    fn history(&self, r: &RunRef, key: &str) -> Array {
+        r.id.and_then(|id| self.store.metrics(id).ok())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|m| m.key == key)
+            .map(|m| Dynamic::from(m.value.unwrap_or(FLOAT::NAN)))
+            .collect()
+    }
+
+    /// The POC checklist (`runs::checklist`) as a map, with `problems` listing what failed.
+    fn checklist(&self, r: &RunRef) -> Result<Map, HostError> {
+        let c = match self.stored_run(r) {
+            Some(run) => checklist(&self.store, &run)?,
+            None => Checklist::not_run(),
+        };
+        let mut out = Map::new();
+        for (k, v) in [
+            ("completed", c.completed),
+            ("loss_finite", c.loss_finite),
+            ("filtering", c.filtering),
+            ("checkpoints", c.checkpoints),
+            ("passed", c.passed),
+        ] {
+            out.insert(k.into(), v.into());
+        }
+        let problems: Array = c.problems.into_iter().map(Dynamic::from).collect();
+        out.insert("problems".into(), problems.into());
+        Ok(out)
+    }
+}
