@@ -54,3 +54,21 @@ unsafe impl GlobalAlloc for Counting {
 pub fn live_bytes() -> usize {
     LIVE.load(Ordering::Relaxed)
 }
+
+/// Keeps freed tensor buffers in the heap for the next step instead of handing them back to
+/// the kernel. A training step allocates and frees hundreds of megabytes of activations and
+/// gradients; with glibc's defaults, buffers above its (adaptive) mmap threshold are mapped
+/// and unmapped each time, and every reuse faults in and zeroes fresh pages (15% of a
+/// warm-start step in `perf`). Measured on `chartrl bench --figure sft-step`: a step 15-20%
+/// faster, peak memory about 5% higher. A no-op off glibc. The `chartrl` binary calls it
+/// first thing.
+pub fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets allocator parameters; it is called before any other thread
+    // exists, with values glibc documents (32 MiB is the largest mmap threshold it accepts
+    // on 64-bit).
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+    }
+}

@@ -8,6 +8,7 @@
 
 mod chat;
 mod config;
+mod fused;
 mod init;
 mod kv_cache;
 mod ops;

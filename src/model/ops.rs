@@ -1,12 +1,15 @@
 //! The few ops where candle-nn's fused kernels carry no gradient.
 //!
 //! `softmax_last_dim`, `rms_norm` and `rotary_emb::rope` do not fail under autograd: they
-//! silently cut the graph. The training forward therefore uses the compositions below, which
-//! are built from differentiable primitives; the sampling forward (no graph) uses the fused
-//! kernels, which are faster. Tests hold both against each other and against
-//! candle-transformers' qwen2.
+//! silently cut the graph. The training forward therefore uses, on f32 CPU tensors, chartrl's
+//! own kernels with a backward (`fused.rs`), and elsewhere (CUDA, half precision) the
+//! compositions below, built from differentiable primitives; the sampling forward (no graph)
+//! uses candle-nn's kernels. Tests hold all three against each other, in value and gradient,
+//! and against candle-transformers' qwen2.
 
 use candle_core::{DType, Result, Tensor, D};
+
+use super::fused;
 
 /// Which implementation of the non-differentiable-by-default ops to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,19 +24,30 @@ pub enum OpPath {
 pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64, path: OpPath) -> Result<Tensor> {
     match path {
         OpPath::Fused => candle_nn::ops::rms_norm(x, weight, eps as f32),
-        OpPath::Differentiable => {
-            let dtype = x.dtype();
-            let xf = if dtype == DType::BF16 || dtype == DType::F16 {
-                x.to_dtype(DType::F32)?
-            } else {
-                x.clone()
-            };
-            let rms = (xf.sqr()?.mean_keepdim(D::Minus1)? + eps)?.sqrt()?;
-            xf.broadcast_div(&rms)?
-                .to_dtype(dtype)?
-                .broadcast_mul(weight)
-        }
+        OpPath::Differentiable if cpu_f32(x) && cpu_f32(weight) => x
+            .contiguous()?
+            .apply_op2(&weight.contiguous()?, fused::RmsNorm { eps: eps as f32 }),
+        OpPath::Differentiable => rms_norm_composed(x, weight, eps),
     }
+}
+
+/// [`rms_norm`] from differentiable primitives.
+fn rms_norm_composed(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
+    let dtype = x.dtype();
+    let xf = if dtype == DType::BF16 || dtype == DType::F16 {
+        x.to_dtype(DType::F32)?
+    } else {
+        x.clone()
+    };
+    let rms = (xf.sqr()?.mean_keepdim(D::Minus1)? + eps)?.sqrt()?;
+    xf.broadcast_div(&rms)?
+        .to_dtype(dtype)?
+        .broadcast_mul(weight)
+}
+
+/// Whether the fused kernels with a backward ([`fused`]) take `x`: f32 on the CPU.
+fn cpu_f32(x: &Tensor) -> bool {
+    x.device().is_cpu() && x.dtype() == DType::F32
 }
 
 /// Softmax over the last dimension. The max is subtracted for stability; it is detached
@@ -41,16 +55,26 @@ pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64, path: OpPath) -> Result<T
 pub fn softmax_last_dim(x: &Tensor, path: OpPath) -> Result<Tensor> {
     match path {
         OpPath::Fused => candle_nn::ops::softmax_last_dim(x),
-        OpPath::Differentiable => {
-            let max = x.max_keepdim(D::Minus1)?.detach();
-            let e = x.broadcast_sub(&max)?.exp()?;
-            e.broadcast_div(&e.sum_keepdim(D::Minus1)?)
-        }
+        OpPath::Differentiable if cpu_f32(x) => x.contiguous()?.apply_op1(fused::Softmax),
+        OpPath::Differentiable => softmax_composed(x),
     }
+}
+
+fn softmax_composed(x: &Tensor) -> Result<Tensor> {
+    let max = x.max_keepdim(D::Minus1)?.detach();
+    let e = x.broadcast_sub(&max)?.exp()?;
+    e.broadcast_div(&e.sum_keepdim(D::Minus1)?)
 }
 
 /// Log-softmax over the last dimension (differentiable; the max shift is detached).
 pub fn log_softmax_last_dim(x: &Tensor) -> Result<Tensor> {
+    if cpu_f32(x) {
+        return x.contiguous()?.apply_op1(fused::LogSoftmax);
+    }
+    log_softmax_composed(x)
+}
+
+fn log_softmax_composed(x: &Tensor) -> Result<Tensor> {
     let max = x.max_keepdim(D::Minus1)?.detach();
     let shifted = x.broadcast_sub(&max)?;
     let lse = shifted.exp()?.sum_keepdim(D::Minus1)?.log()?;
@@ -64,23 +88,28 @@ pub fn log_softmax_last_dim(x: &Tensor) -> Result<Tensor> {
 pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor, path: OpPath) -> Result<Tensor> {
     match path {
         OpPath::Fused => candle_nn::rotary_emb::rope(&x.contiguous()?, cos, sin),
-        OpPath::Differentiable => {
-            let half = x.dim(D::Minus1)? / 2;
-            let (cos, sin) = match cos.rank() {
-                2 => (
-                    cos.unsqueeze(0)?.unsqueeze(0)?,
-                    sin.unsqueeze(0)?.unsqueeze(0)?,
-                ),
-                _ => (cos.unsqueeze(1)?, sin.unsqueeze(1)?),
-            };
-            let cos = Tensor::cat(&[&cos, &cos], D::Minus1)?;
-            let sin = Tensor::cat(&[&sin, &sin], D::Minus1)?;
-            let x1 = x.narrow(D::Minus1, 0, half)?;
-            let x2 = x.narrow(D::Minus1, half, half)?;
-            let rotated = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
-            x.broadcast_mul(&cos)? + rotated.broadcast_mul(&sin)?
+        OpPath::Differentiable if cpu_f32(x) => {
+            x.contiguous()?.apply_op1(fused::Rope::new(cos, sin)?)
         }
+        OpPath::Differentiable => rope_composed(x, cos, sin),
     }
+}
+
+fn rope_composed(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    let half = x.dim(D::Minus1)? / 2;
+    let (cos, sin) = match cos.rank() {
+        2 => (
+            cos.unsqueeze(0)?.unsqueeze(0)?,
+            sin.unsqueeze(0)?.unsqueeze(0)?,
+        ),
+        _ => (cos.unsqueeze(1)?, sin.unsqueeze(1)?),
+    };
+    let cos = Tensor::cat(&[&cos, &cos], D::Minus1)?;
+    let sin = Tensor::cat(&[&sin, &sin], D::Minus1)?;
+    let x1 = x.narrow(D::Minus1, 0, half)?;
+    let x2 = x.narrow(D::Minus1, half, half)?;
+    let rotated = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
+    x.broadcast_mul(&cos)? + rotated.broadcast_mul(&sin)?
 }
 
 #[cfg(test)]
@@ -123,5 +152,61 @@ mod tests {
         let ls = log_softmax_last_dim(&x).unwrap();
         let direct = softmax_last_dim(&x, OpPath::Fused).unwrap().log().unwrap();
         assert!(max_diff(&ls, &direct) < 1e-5);
+    }
+
+    /// Gradients of `sum(f(inputs) * probe)` with respect to each input.
+    fn grads_of(
+        inputs: &[&candle_core::Var],
+        probe: &Tensor,
+        f: impl Fn() -> Result<Tensor>,
+    ) -> Vec<Tensor> {
+        let loss = (f().unwrap() * probe).unwrap().sum_all().unwrap();
+        let store = loss.backward().unwrap();
+        inputs
+            .iter()
+            .map(|v| store.get(v.as_tensor()).unwrap().clone())
+            .collect()
+    }
+
+    #[test]
+    fn fused_kernels_match_the_compositions_in_value_and_gradient() {
+        use candle_core::Var;
+        let dev = Device::Cpu;
+        let x = Var::randn(0f32, 1., (2, 3, 5, 8), &dev).unwrap();
+        let w = Var::randn(1f32, 0.1, 8, &dev).unwrap();
+        let probe = Tensor::randn(0f32, 1., (2, 3, 5, 8), &dev).unwrap();
+        let close = |a: &[Tensor], b: &[Tensor]| {
+            for (a, b) in a.iter().zip(b) {
+                assert!(max_diff(a, b) < 1e-5, "{}", max_diff(a, b));
+            }
+        };
+        let (xs, both) = (&[&x][..], &[&x, &w][..]);
+        let path = OpPath::Differentiable;
+        close(
+            &grads_of(both, &probe, || rms_norm(&x, &w, 1e-6, path)),
+            &grads_of(both, &probe, || rms_norm_composed(&x, &w, 1e-6)),
+        );
+        close(
+            &grads_of(xs, &probe, || softmax_last_dim(&x, path)),
+            &grads_of(xs, &probe, || softmax_composed(&x)),
+        );
+        close(
+            &grads_of(xs, &probe, || log_softmax_last_dim(&x)),
+            &grads_of(xs, &probe, || log_softmax_composed(&x)),
+        );
+        // One table for every row, and one per batch row.
+        for shape in [&[5, 4][..], &[2, 5, 4][..]] {
+            let cos = Tensor::randn(0f32, 1., shape, &dev).unwrap();
+            let sin = Tensor::randn(0f32, 1., shape, &dev).unwrap();
+            close(
+                &grads_of(xs, &probe, || rope(&x, &cos, &sin, path)),
+                &grads_of(xs, &probe, || rope_composed(&x, &cos, &sin)),
+            );
+            let fused = rope(&x, &cos, &sin, path).unwrap();
+            let composed = rope_composed(&x, &cos, &sin).unwrap();
+            assert!(max_diff(&fused, &composed) < 1e-5);
+        }
+        let fused = rms_norm(&x, &w, 1e-6, path).unwrap();
+        assert!(max_diff(&fused, &rms_norm_composed(&x, &w, 1e-6).unwrap()) < 1e-5);
     }
 }

@@ -199,9 +199,10 @@ impl SftTrainer {
         // Rows of similar length share a piece, so little is spent on padding.
         batch.sort_by_key(|&i| seqs[i].0.len());
         let tokens: usize = batch.iter().map(|&i| seqs[i].0.len() - seqs[i].1).sum();
-        let pieces: Vec<Vec<usize>> = batch
-            .chunks(batch.len().div_ceil(worker_threads()).max(1))
-            .map(<[usize]>::to_vec)
+        let lens: Vec<usize> = batch.iter().map(|&i| seqs[i].0.len()).collect();
+        let pieces: Vec<Vec<usize>> = balanced_pieces(&lens, worker_threads())
+            .into_iter()
+            .map(|r| batch[r].to_vec())
             .collect();
         let t0 = Instant::now();
         let (grads, losses) = backward_pieces(&policy.params, pieces.len(), |j| {
@@ -245,6 +246,44 @@ impl SftTrainer {
     }
 }
 
+/// Splits rows sorted by length into at most `workers` contiguous pieces (one per worker
+/// thread) whose padded sizes, rows x the piece's longest row, are as even as possible: the
+/// step waits for its largest piece. Splitting into equal row counts left the piece of long
+/// rows 1.3-1.5x the size of the other on two threads.
+fn balanced_pieces(lens: &[usize], workers: usize) -> Vec<std::ops::Range<usize>> {
+    let n = lens.len();
+    let pieces = workers.clamp(1, n.max(1));
+    let cost = |a: usize, b: usize| (b - a) * lens[a..b].iter().copied().max().unwrap_or(0);
+    // best[w][i]: the smallest largest piece over splits of rows 0..i into w + 1 non-empty
+    // pieces, and where the last of them starts.
+    let mut best = vec![vec![(usize::MAX, 0); n + 1]; pieces];
+    for (i, b) in best[0].iter_mut().enumerate().skip(1) {
+        *b = (cost(0, i), 0);
+    }
+    for w in 1..pieces {
+        for i in w + 1..=n {
+            for j in w..i {
+                let c = best[w - 1][j].0.max(cost(j, i));
+                if c < best[w][i].0 {
+                    best[w][i] = (c, j);
+                }
+            }
+        }
+    }
+    let mut ranges = Vec::with_capacity(pieces);
+    let mut end = n;
+    for w in (1..pieces).rev() {
+        let start = best[w][end].1;
+        ranges.push(start..end);
+        end = start;
+    }
+    if end > 0 {
+        ranges.push(0..end);
+    }
+    ranges.reverse();
+    ranges
+}
+
 impl Trainer for SftTrainer {
     fn phase(&self) -> Phase {
         Phase::WarmStart
@@ -275,5 +314,32 @@ impl Trainer for SftTrainer {
     }
     fn config_value(&self) -> serde_json::Value {
         serde_json::to_value(&self.config).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::balanced_pieces;
+
+    #[test]
+    fn pieces_cover_the_rows_in_order_and_even_out_padded_sizes() {
+        let lens = [100, 110, 120, 130, 140, 150, 200, 300];
+        let pieces = balanced_pieces(&lens, 2);
+        assert_eq!(pieces.len(), 2);
+        assert_eq!(
+            (pieces[0].start, pieces[0].end, pieces[1].end),
+            (0, pieces[1].start, 8)
+        );
+        let size = |r: &std::ops::Range<usize>| r.len() * lens[r.clone()].iter().max().unwrap();
+        // Equal halves would give 4 x 130 and 4 x 300.
+        assert_eq!(pieces.iter().map(size).max(), Some(900));
+        assert_eq!(balanced_pieces(&lens, 1), vec![0..8]);
+        assert_eq!(balanced_pieces(&lens[..2], 4), vec![0..1, 1..2]);
+        assert!(balanced_pieces(&[], 2).is_empty());
+        let three = balanced_pieces(&lens, 3);
+        assert_eq!(three.len(), 3);
+        assert_eq!(three.first().unwrap().start, 0);
+        assert_eq!(three.last().unwrap().end, 8);
+        assert!(three.windows(2).all(|w| w[0].end == w[1].start));
     }
 }

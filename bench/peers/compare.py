@@ -1,0 +1,51 @@
+"""Reads the JSON lines of scripts/peer_bench.sh (any number of runs) and prints each figure's
+median over the runs with its range, the ratios chartrl / peer per run, and a Markdown table.
+
+chartrl's figures and the peers' of one run were taken in the same hour, one after the other,
+so their ratios are what to read; the absolute figures drift with the machine."""
+
+import json
+import statistics
+import sys
+from collections import defaultdict
+
+# (name, chartrl figure, its field, peer figure, its field, target, better when)
+RATIOS = [
+    ("GRPO step time, chartrl / TRL", "grpo_step", "seconds", "trl_grpo_step", "seconds", 0.5, "lower"),
+    ("sampling new tok/s, chartrl / HF generate", "rollout", "new_tokens_per_s", "hf_generate", "new_tokens_per_s", 3.0, "higher"),
+    ("supervised tok/s, chartrl / PyTorch", "sft_step", "tokens_per_s", "torch_sft_step", "tokens_per_s", 1.2, "higher"),
+    ("peak memory of a GRPO step, chartrl / TRL", "grpo_step", "peak_rss_mb", "trl_grpo_step", "peak_rss_mb", 1.0, "lower"),
+]
+
+
+def main(paths):
+    runs = defaultdict(dict)  # (run, preset) -> figure -> record
+    for path in paths:
+        for line in open(path):
+            line = line.strip()
+            if not line.startswith("{"):
+                continue
+            r = json.loads(line)
+            runs[(r.get("run", path), r["preset"])][r["figure"]] = r
+    rows = defaultdict(list)  # (preset, name) -> ratios over runs
+    for (run, preset), figs in sorted(runs.items()):
+        for name, a, fa, b, fb, target, better in RATIOS:
+            if a in figs and b in figs and figs[b][fb]:
+                ratio = figs[a][fa] / figs[b][fb]
+                rows[(preset, name)].append(ratio)
+                print(json.dumps({"ratio": name, "preset": preset, "run": run, "value": ratio,
+                                  "chartrl": figs[a][fa], "peer": figs[b][fb], "target": target,
+                                  "better": better}))
+    print()
+    print("| preset | ratio | target | median | range (runs) | met |")
+    print("|---|---|---|---|---|---|")
+    for (preset, name), vals in sorted(rows.items()):
+        target, better = next((t, b) for n, *_, t, b in RATIOS if n == name)
+        med = statistics.median(vals)
+        met = med <= target if better == "lower" else med >= target
+        print(f"| {preset} | {name} | {'≤' if better == 'lower' else '≥'} {target} | {med:.2f} | "
+              f"{min(vals):.2f}–{max(vals):.2f} ({len(vals)}) | {'yes' if met else 'no'} |")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
