@@ -29,6 +29,35 @@ fn last_dim(l: &Layout) -> usize {
     l.dims().last().copied().unwrap_or(1).max(1)
 }
 
+/// Applies `f(row, out)` to every last-dimension row of `x` (rows of `d`).
+fn map_rows(x: &[f32], d: usize, f: impl Fn(&[f32], &mut [f32])) -> Vec<f32> {
+    let mut y = vec![0f32; x.len()];
+    for (xr, yr) in x.chunks_exact(d).zip(y.chunks_exact_mut(d)) {
+        f(xr, yr);
+    }
+    y
+}
+
+/// The gradient of a row-wise op from its output `y` and the output's gradient `g`:
+/// `f(y_row, g_row, dx_row)` for every row.
+fn grad_rows(y: &Tensor, g: &Tensor, f: impl Fn(&[f32], &[f32], &mut [f32])) -> Result<Tensor> {
+    let (yv, gv) = (values(y)?, values(g)?);
+    let d = y.dims().last().copied().unwrap_or(1).max(1);
+    let mut dx = vec![0f32; yv.len()];
+    for ((yr, gr), dr) in yv
+        .chunks_exact(d)
+        .zip(gv.chunks_exact(d))
+        .zip(dx.chunks_exact_mut(d))
+    {
+        f(yr, gr, dr);
+    }
+    Tensor::from_vec(dx, y.shape(), y.device())
+}
+
+fn row_max(row: &[f32]) -> f32 {
+    row.iter().copied().fold(f32::NEG_INFINITY, f32::max)
+}
+
 /// Softmax over the last dimension. Backward: `dx = y * (g - sum(g * y))` per row.
 pub struct Softmax;
 
@@ -38,11 +67,8 @@ impl CustomOp1 for Softmax {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let x = data(s, l, self.name())?;
-        let d = last_dim(l);
-        let mut y = vec![0f32; x.len()];
-        for (xr, yr) in x.chunks_exact(d).zip(y.chunks_exact_mut(d)) {
-            let max = xr.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let y = map_rows(data(s, l, self.name())?, last_dim(l), |xr, yr| {
+            let max = row_max(xr);
             let mut sum = 0f32;
             for (yi, &xi) in yr.iter_mut().zip(xr) {
                 *yi = (xi - max).exp();
@@ -50,25 +76,18 @@ impl CustomOp1 for Softmax {
             }
             let inv = 1.0 / sum;
             yr.iter_mut().for_each(|v| *v *= inv);
-        }
+        });
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
 
     fn bwd(&self, _x: &Tensor, y: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
-        let (yv, gv) = (values(y)?, values(g)?);
-        let d = y.dims().last().copied().unwrap_or(1).max(1);
-        let mut dx = vec![0f32; yv.len()];
-        for ((yr, gr), dr) in yv
-            .chunks_exact(d)
-            .zip(gv.chunks_exact(d))
-            .zip(dx.chunks_exact_mut(d))
-        {
+        let dx = grad_rows(y, g, |yr, gr, dr| {
             let dot: f32 = yr.iter().zip(gr).map(|(a, b)| a * b).sum();
             for ((o, &yi), &gi) in dr.iter_mut().zip(yr).zip(gr) {
                 *o = yi * (gi - dot);
             }
-        }
-        Ok(Some(Tensor::from_vec(dx, y.shape(), y.device())?))
+        })?;
+        Ok(Some(dx))
     }
 }
 
@@ -81,34 +100,24 @@ impl CustomOp1 for LogSoftmax {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let x = data(s, l, self.name())?;
-        let d = last_dim(l);
-        let mut y = vec![0f32; x.len()];
-        for (xr, yr) in x.chunks_exact(d).zip(y.chunks_exact_mut(d)) {
-            let max = xr.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let y = map_rows(data(s, l, self.name())?, last_dim(l), |xr, yr| {
+            let max = row_max(xr);
             let lse = xr.iter().map(|&v| (v - max).exp()).sum::<f32>().ln() + max;
             for (yi, &xi) in yr.iter_mut().zip(xr) {
                 *yi = xi - lse;
             }
-        }
+        });
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
 
     fn bwd(&self, _x: &Tensor, y: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
-        let (yv, gv) = (values(y)?, values(g)?);
-        let d = y.dims().last().copied().unwrap_or(1).max(1);
-        let mut dx = vec![0f32; yv.len()];
-        for ((yr, gr), dr) in yv
-            .chunks_exact(d)
-            .zip(gv.chunks_exact(d))
-            .zip(dx.chunks_exact_mut(d))
-        {
+        let dx = grad_rows(y, g, |yr, gr, dr| {
             let sum: f32 = gr.iter().sum();
             for ((o, &yi), &gi) in dr.iter_mut().zip(yr).zip(gr) {
                 *o = gi - yi.exp() * sum;
             }
-        }
-        Ok(Some(Tensor::from_vec(dx, y.shape(), y.device())?))
+        })?;
+        Ok(Some(dx))
     }
 }
 
