@@ -69,7 +69,8 @@ pub fn grpo_step(
     let policy = Policy::from_preset(preset, crate::model::TOKENIZER_CORPUS, 0, device)?;
     let parameters = policy.params.num_parameters();
     let steps = w.warmup + w.reps.max(1);
-    let (mut trainer, prompt_tokens) = grpo_trainer(policy, w, steps)?;
+    let mut trainer = grpo_trainer(policy, w, steps)?;
+    let prompt_tokens: usize = trainer.prompts().iter().map(Vec::len).sum();
     let dir = tempfile_dir()?;
     let timed = (|| {
         let mut run = BenchRun::open(&dir, Mode::Grpo, &trainer.config, steps)?;
@@ -112,19 +113,10 @@ struct GrpoTimes {
     tokens: usize,
 }
 
-/// A GRPO trainer of the workload's shape over `steps` steps, rewarded by `char_length`, and
-/// the prompt tokens of its step.
-fn grpo_trainer(
-    policy: Policy,
-    w: &Workload,
-    steps: usize,
-) -> Result<(RlTrainer, usize), RunError> {
+/// A GRPO trainer of the workload's shape over `steps` steps, rewarded by `char_length`.
+fn grpo_trainer(policy: Policy, w: &Workload, steps: usize) -> Result<RlTrainer, RunError> {
     let samples: Vec<_> = Generator::new(Split::Test, 0).take(w.prompts).collect();
     let template = bench_template(&policy, &samples[0], w.prompt_tokens)?;
-    let mut prompt_tokens = 0;
-    for s in &samples {
-        prompt_tokens += policy.tokenizer.encode(&template.render(s))?.len();
-    }
     let mut config = TrainConfig::builtin()?;
     config.mode = Mode::Grpo;
     config.subset_size = w.prompts;
@@ -145,7 +137,7 @@ fn grpo_trainer(
         .into(),
     );
     let trainer = RlTrainer::with_rewards(config, policy, &samples, template, &custom)?;
-    Ok((trainer, prompt_tokens))
+    Ok(trainer)
 }
 
 /// `reps` warm-start steps after `warmup`, with the warm start's defaults (its batch size,

@@ -99,6 +99,11 @@ impl RlTrainer {
         self.config.total_steps()
     }
 
+    /// Each sample's prompt as token ids.
+    pub fn prompts(&self) -> &[Vec<u32>] {
+        &self.prompts
+    }
+
     /// Where the trainer stands (see [`Cursor`]).
     pub fn cursor(&self) -> Cursor {
         Cursor {
