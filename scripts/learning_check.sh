@@ -6,13 +6,13 @@
 # Defaults: the first 20 training prompts for 20 epochs, 8 completions at temperature 0.7,
 # learning rate 1e-4. The POC-scale variant:
 #   SUBSET=100 EPOCHS=4 GENERATIONS=4 TEMPERATURE=1.0 bash scripts/learning_check.sh
-# Extra arguments go to `chartrl train`. Needs models/tiny-warm (scripts/poc.sh) and python3.
+# Extra arguments go to `chartrl train`. Starts from the shipped base (models/tiny-base); needs python3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --quiet
 subset=${SUBSET:-20} epochs=${EPOCHS:-20}
 name=${NAME:-learning-grpo-$subset-$epochs}
-./target/release/chartrl train --mode grpo --model models/tiny-warm --subset-size "$subset" \
+./target/release/chartrl train --mode grpo --model models/tiny-base --subset-size "$subset" \
     --num-epochs "$epochs" --batch-size 2 --num-generations "${GENERATIONS:-8}" \
     --temperature "${TEMPERATURE:-0.7}" --learning-rate "${LR:-1e-4}" --log-every 20 \
     --name "$name" "$@"

@@ -154,7 +154,7 @@ fn bench_prints_one_json_object_per_figure() {
     // 8 prompts of about 200 tokens and their completions.
     assert!(figures[3]["tokens"].as_u64().unwrap() > 1600, "{out}");
     assert_eq!(figures[4]["figure"], "sft_step");
-    assert_eq!(figures[4]["sequences"], 16);
+    assert_eq!(figures[4]["sequences"], 32);
     assert!(figures[4]["tokens_per_s"].as_f64().unwrap() > 0.0);
     assert_eq!(figures[5]["figure"], "store");
     assert_eq!(figures[5]["steps"], 2);

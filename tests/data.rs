@@ -5,7 +5,7 @@ mod common;
 use std::collections::HashSet;
 
 use chartrl::data::{
-    load_chartqa, load_jsonl, AnswerKind, Chart, Generator, QuestionType, Sample, Split,
+    load_chartqa, load_jsonl, AnswerKind, Chart, Difficulty, Generator, QuestionType, Sample, Split,
 };
 use common::{ok, user_error};
 
@@ -171,7 +171,11 @@ fn recompute(s: &Sample) -> String {
 #[test]
 fn gold_answers_match_an_independent_recomputation() {
     let mut year_labels = 0;
-    for s in Generator::new(Split::Train, 2025).take(2000) {
+    let samples = Difficulty::ALL
+        .iter()
+        .map(|&d| Generator::with_difficulty(Split::Train, 2025, d))
+        .flat_map(|g| (0..1000).map(move |i| g.sample(i)));
+    for s in samples {
         // Every answer carries its kind, in the JSONL record too.
         let kind = QuestionType::parse(&s.question_type).unwrap().answer_kind();
         assert_eq!(s.answer_kind, Some(kind), "{}", s.id);
@@ -411,4 +415,71 @@ fn rewards_score_prints_every_builtin_per_completion() {
         tmp.path(),
     );
     assert!(err.contains("c.jsonl:1") && err.contains("nope"), "{err}");
+}
+
+/// `A op B = C.` read from a trace step, when the step computes something.
+fn operation(step: &str) -> Option<(f64, char, f64, f64)> {
+    let (lhs, rhs) = step.split_once(" = ")?;
+    let c: f64 = rhs.trim_end_matches('.').parse().ok()?;
+    for op in ['+', '-', '*', '/'] {
+        if let Some((a, b)) = lhs.split_once(&format!(" {op} ")) {
+            return Some((a.parse().ok()?, op, b.parse().ok()?, c));
+        }
+    }
+    None
+}
+
+#[test]
+fn every_trace_step_does_one_operation_and_gets_it_right() {
+    let mut checked = 0;
+    for d in Difficulty::ALL {
+        for s in Generator::with_difficulty(Split::Warmup, 7, d).take(1500) {
+            for line in s.reasoning.lines() {
+                let step = line.split_once(": ").map(|(_, t)| t).unwrap_or(line);
+                if !step.contains(" = ") {
+                    continue;
+                }
+                let (a, op, b, c) = operation(step)
+                    .unwrap_or_else(|| panic!("{}: not one operation: {line}", s.id));
+                let exact = match op {
+                    '+' => a + b,
+                    '-' => a - b,
+                    '*' => a * b,
+                    _ => a / b,
+                };
+                assert!(
+                    ((exact * 100.0).round() / 100.0 - c).abs() < 1e-9,
+                    "{}: {line} (exactly {exact})",
+                    s.id
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 3000, "{checked} steps checked");
+}
+
+#[test]
+fn difficulty_bounds_rows_series_and_numbers() {
+    for (d, rows, series, limit, whole) in [
+        (Difficulty::Easy, 4, 2, 100.0, true),
+        (Difficulty::Medium, 5, 2, 1000.0, false),
+        (Difficulty::Hard, 6, 3, f64::INFINITY, false),
+    ] {
+        let mut most_rows = 0;
+        for s in Generator::with_difficulty(Split::Train, 2025, d).take(2000) {
+            let c = &s.chart;
+            most_rows = most_rows.max(c.labels.len());
+            assert!(
+                c.labels.len() <= rows && c.series.len() <= series,
+                "{d}: {}",
+                s.id
+            );
+            for v in c.series.iter().flat_map(|x| &x.values) {
+                assert!(v.abs() < limit, "{d}: {} has {v}", s.id);
+                assert!(!whole || v.fract() == 0.0, "{d}: {} has {v}", s.id);
+            }
+        }
+        assert_eq!(most_rows, rows, "{d}");
+    }
 }

@@ -46,6 +46,10 @@ pub struct GenArgs {
     /// The split's seed (2025 is the one every default uses)
     #[arg(long, default_value_t = crate::runs::SYNTHETIC_SEED)]
     seed: u64,
+    /// easy (3-4 rows, whole numbers below 100), medium (3-5 rows, below 1,000) or hard
+    /// (3-6 rows, up to 3 series, the domain's full range)
+    #[arg(long, default_value_t = crate::data::Difficulty::default())]
+    difficulty: crate::data::Difficulty,
     /// The JSONL file to write (written whole or not at all)
     #[arg(long)]
     out: PathBuf,
@@ -103,7 +107,7 @@ fn gen(a: GenArgs) -> anyhow::Result<()> {
     if a.size == 0 {
         anyhow::bail!("--size 0: a data file needs at least one sample");
     }
-    let gen = Generator::new(split(&a.split)?, a.seed);
+    let gen = Generator::with_difficulty(split(&a.split)?, a.seed, a.difficulty);
     let bar = super::progress_bar(a.size as u64, "generating");
     let stop = super::signals::stop_flag()?;
     let written = write_jsonl(&a.out, gen.take(a.size), || {

@@ -6,7 +6,7 @@ use clap::Args;
 
 use crate::data::{PromptFormat, Split};
 use crate::device::DeviceSpec;
-use crate::runs::{DataSpec, SYNTHETIC_SEED};
+use crate::runs::DataSpec;
 
 /// A run's model or a model directory: exactly one.
 #[derive(Args, Debug)]
@@ -32,10 +32,7 @@ impl Questions {
     pub fn spec(&self) -> DataSpec {
         match &self.data {
             Some(p) => DataSpec::File(p.clone()),
-            None => DataSpec::Synthetic {
-                split: Split::Test,
-                seed: SYNTHETIC_SEED,
-            },
+            None => DataSpec::synthetic(Split::Test),
         }
     }
 }

@@ -55,10 +55,7 @@ impl RunArgs {
     fn data(&self, split: Split) -> DataSpec {
         match &self.data {
             Some(path) => DataSpec::File(path.clone()),
-            None => DataSpec::Synthetic {
-                split,
-                seed: crate::runs::SYNTHETIC_SEED,
-            },
+            None => DataSpec::synthetic(split),
         }
     }
 }
@@ -157,6 +154,9 @@ pub struct WarmStartArgs {
     out: Option<PathBuf>,
     #[command(flatten)]
     flags: WarmStartFlags,
+    /// Any warm-start option as KEY=VALUE (JSON values), e.g. --set weight_decay=0.05
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
     /// Held-out synthetic test questions for the greedy accuracy reported at the end (0: none)
     #[arg(long, default_value_t = 200)]
     eval_size: usize,
@@ -256,6 +256,7 @@ pub fn warm(a: WarmStartArgs) -> anyhow::Result<()> {
     let ws = Workspace::current();
     let mut o = given(&a.flags)?;
     o.insert("prompt_format".into(), a.run.compute.format().name().into());
+    o.extend(options::parse_sets(&a.set)?);
     let cfg = options::apply(&ws.warm_start_defaults()?, &o, "warm_start")?;
     let mut store = Store::open(&a.run.db)?;
     let request = WarmStartRequest {
@@ -359,10 +360,7 @@ fn held_out_accuracy(
 ) -> anyhow::Result<f64> {
     let req = EvalRequest {
         target: EvalTarget::Run(o.run.name.clone()),
-        data: DataSpec::Synthetic {
-            split: Split::Test,
-            seed: crate::runs::SYNTHETIC_SEED,
-        },
+        data: DataSpec::synthetic(Split::Test),
         questions: n,
         config: EvalConfig {
             n: 1,

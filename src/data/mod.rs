@@ -2,6 +2,7 @@
 //! offline default), prompt rendering, and loaders for chartrl JSONL and ChartQA layouts.
 
 mod chart;
+mod difficulty;
 mod load;
 mod prompt;
 mod qtype;
@@ -14,6 +15,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use chart::{format_number, Chart, ChartKind, Sample, Series};
+pub use difficulty::Difficulty;
 pub use load::{load_chartqa, load_jsonl, write_jsonl};
 pub use prompt::{gold_completion, PromptFormat, PromptTemplate};
 pub use qtype::{chance, chance_pass_at_k, AnswerKind, Family, QuestionType};

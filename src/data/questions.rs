@@ -1,6 +1,9 @@
 //! The generator's questions: one function per question type builds the question, its gold
 //! answer and a step-by-step trace from a chart, or declines when the type does not fit the
 //! chart (a trend needs a line, a ratio positive values, a maximum a unique one).
+//!
+//! Every step of a trace does one operation (Nye et al. 2021; Lee et al. 2023): a total is a
+//! running sum, two numbers at a time, and a percentage multiplies before it divides.
 
 use rand::seq::SliceRandom;
 use rand::Rng;
@@ -35,21 +38,48 @@ impl Asked<'_> {
             .join(", ")
     }
 
-    /// "12.5 + 40 + 3".
-    fn terms(&self) -> String {
-        self.vals
-            .iter()
-            .map(|v| f(*v))
-            .collect::<Vec<_>>()
-            .join(" + ")
-    }
-
     /// Two different label positions.
     fn two(&self, rng: &mut ChaCha8Rng) -> (usize, usize) {
         let mut idx: Vec<usize> = (0..self.n).collect();
         idx.shuffle(rng);
         (idx[0], idx[1])
     }
+}
+
+/// A trace of numbered steps, one operation each.
+#[derive(Default)]
+struct Steps(Vec<String>);
+
+impl Steps {
+    fn push(&mut self, step: String) {
+        self.0.push(step);
+    }
+
+    /// Adds `vals` one at a time ("12 + 40 = 52.", then "52 + 3 = 55.") and returns the total
+    /// as written, so later steps continue from the number the trace shows.
+    fn running_sum(&mut self, vals: &[f64]) -> f64 {
+        let mut acc = vals.first().copied().unwrap_or(0.0);
+        for v in &vals[1..] {
+            let next = written(acc + v);
+            self.push(format!("{} + {} = {}.", f(acc), f(*v), f(next)));
+            acc = next;
+        }
+        acc
+    }
+
+    fn text(&self) -> String {
+        self.0
+            .iter()
+            .enumerate()
+            .map(|(i, s)| format!("Step {}: {s}", i + 1))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+/// `v` as [`f`] writes it (two decimals at most), read back.
+fn written(v: f64) -> f64 {
+    f(v).parse().unwrap_or(v)
 }
 
 /// Builds a question of type `t` about `chart`, or `None` when the type does not fit it.
@@ -148,7 +178,8 @@ fn difference(q: &Asked, rng: &mut ChaCha8Rng) -> Option<Qa> {
 }
 
 fn sum(q: &Asked) -> Option<Qa> {
-    let total: f64 = q.vals.iter().sum();
+    let mut steps = Steps::default();
+    let total = steps.running_sum(q.vals);
     Some((
         format!(
             "What is the total {} of all {}?",
@@ -156,13 +187,15 @@ fn sum(q: &Asked) -> Option<Qa> {
             plural_of(q.chart)
         ),
         f(total),
-        format!("Step 1: {} = {}.", q.terms(), f(total)),
+        steps.text(),
     ))
 }
 
 fn average(q: &Asked) -> Option<Qa> {
-    let total: f64 = q.vals.iter().sum();
+    let mut steps = Steps::default();
+    let total = steps.running_sum(q.vals);
     let avg = total / q.n as f64;
+    steps.push(format!("{} / {} = {}.", f(total), q.n, f(avg)));
     Some((
         format!(
             "What is the average {} across the {}?",
@@ -170,14 +203,7 @@ fn average(q: &Asked) -> Option<Qa> {
             plural_of(q.chart)
         ),
         f(avg),
-        format!(
-            "Step 1: {} = {}.\nStep 2: {} / {} = {}.",
-            q.terms(),
-            f(total),
-            f(total),
-            q.n,
-            f(avg)
-        ),
+        steps.text(),
     ))
 }
 
@@ -212,22 +238,19 @@ fn share(q: &Asked, rng: &mut ChaCha8Rng) -> Option<Qa> {
         return None;
     }
     let i = rng.random_range(0..q.n);
-    let total: f64 = q.vals.iter().sum();
-    let p = q.vals[i] / total * 100.0;
+    let mut steps = Steps::default();
+    let total = steps.running_sum(q.vals);
+    let hundred = written(q.vals[i] * 100.0);
+    let p = hundred / total;
+    steps.push(format!("{} * 100 = {}.", f(q.vals[i]), f(hundred)));
+    steps.push(format!("{} / {} = {}.", f(hundred), f(total), f(p)));
     Some((
         format!(
             "What percentage of the total {} does {} account for?",
             q.measure, q.labels[i]
         ),
         f(p),
-        format!(
-            "Step 1: {} = {}.\nStep 2: {} / {} * 100 = {}.",
-            q.terms(),
-            f(total),
-            f(q.vals[i]),
-            f(total),
-            f(p)
-        ),
+        steps.text(),
     ))
 }
 

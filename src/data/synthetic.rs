@@ -16,6 +16,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::chart::{Chart, ChartKind, Sample, Series};
+use super::difficulty::{Difficulty, Shape};
 use super::qtype::QuestionType;
 use super::questions::{ask, Qa};
 
@@ -304,16 +305,26 @@ const DOMAINS: &[Domain] = &[
     },
 ];
 
-/// A deterministic stream of samples for one `(split, seed)`.
+/// A deterministic stream of samples for one `(split, seed, difficulty)`.
 #[derive(Debug, Clone, Copy)]
 pub struct Generator {
     pub split: Split,
     pub seed: u64,
+    pub difficulty: Difficulty,
 }
 
 impl Generator {
+    /// The default difficulty's stream (see [`Difficulty`]).
     pub fn new(split: Split, seed: u64) -> Self {
-        Self { split, seed }
+        Self::with_difficulty(split, seed, Difficulty::default())
+    }
+
+    pub fn with_difficulty(split: Split, seed: u64, difficulty: Difficulty) -> Self {
+        Self {
+            split,
+            seed,
+            difficulty,
+        }
     }
 
     /// Sample `i`; depends on `(seed, split, i)` only.
@@ -328,7 +339,7 @@ impl Generator {
             .unwrap_or(&QuestionType::Lookup);
         let mut tries = 0;
         loop {
-            let chart = draw_chart(&mut rng);
+            let chart = draw_chart(&mut rng, self.difficulty.shape());
             let t = if tries < TRIES {
                 wanted
             } else {
@@ -380,9 +391,9 @@ fn round_to(v: f64, decimals: i32) -> f64 {
     (v * f).round() / f
 }
 
-fn draw_chart(rng: &mut ChaCha8Rng) -> Chart {
+fn draw_chart(rng: &mut ChaCha8Rng, shape: Shape) -> Chart {
     let domain = DOMAINS.choose(rng).unwrap_or(&DOMAINS[0]);
-    let n = rng.random_range(3..=6.min(domain.labels.len()));
+    let n = rng.random_range(3..=shape.max_rows.min(domain.labels.len()));
     let labels: Vec<String> = if domain.ordered {
         let start = rng.random_range(0..=domain.labels.len() - n);
         domain.labels[start..start + n]
@@ -402,14 +413,16 @@ fn draw_chart(rng: &mut ChaCha8Rng) -> Chart {
         8..=9 if all_positive => ChartKind::Pie,
         _ => ChartKind::Bar,
     };
+    let most = domain.series.len().min(shape.max_series);
     let n_series = match kind {
-        ChartKind::GroupedBar => rng.random_range(2..=domain.series.len().min(3)),
-        ChartKind::Line => rng.random_range(1..=domain.series.len().min(3)),
+        ChartKind::GroupedBar => rng.random_range(2..=most),
+        ChartKind::Line => rng.random_range(1..=most),
         _ => 1,
     };
     let mut names: Vec<&str> = domain.series.to_vec();
     names.shuffle(rng);
-    let (lo, hi) = domain.range;
+    let (lo, hi) = shape.range(domain.range);
+    let decimals = shape.decimals(domain.decimals);
     let series = names[..n_series]
         .iter()
         .map(|name| Series {
@@ -419,7 +432,7 @@ fn draw_chart(rng: &mut ChaCha8Rng) -> Chart {
                 name.to_string()
             },
             values: (0..n)
-                .map(|_| round_to(rng.random_range(lo..hi), domain.decimals))
+                .map(|_| round_to(rng.random_range(lo..hi), decimals))
                 .collect(),
         })
         .collect();
@@ -433,17 +446,19 @@ fn draw_chart(rng: &mut ChaCha8Rng) -> Chart {
         series,
     };
     if kind == ChartKind::Pie {
-        to_percent_shares(&mut chart);
+        to_percent_shares(&mut chart, if shape.whole { 0 } else { 1 });
     }
     chart
 }
 
-/// A pie shows shares: rescale the single series to percentages (one decimal) summing to ~100.
-fn to_percent_shares(chart: &mut Chart) {
+/// A pie shows shares: rescale the single series to percentages (`decimals` places) summing
+/// to ~100.
+fn to_percent_shares(chart: &mut Chart, decimals: i32) {
     let s = &mut chart.series[0];
     let total: f64 = s.values.iter().sum();
+    let least = 10f64.powi(-decimals);
     for v in &mut s.values {
-        *v = round_to(*v / total * 100.0, 1).max(0.1);
+        *v = round_to(*v / total * 100.0, decimals).max(least);
     }
     chart.title = format!("{} (share of total)", chart.title);
     chart.unit = "%".to_string();

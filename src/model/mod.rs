@@ -8,6 +8,7 @@
 
 mod chat;
 mod config;
+mod export;
 mod fused;
 mod init;
 mod kv_cache;
@@ -23,6 +24,7 @@ use std::path::{Path, PathBuf};
 
 pub use chat::{ChatMessage, ChatTemplate};
 pub use config::{Preset, Qwen2Config, TokenIds, IGNORED_FIELDS};
+pub use export::copy_model_files;
 pub use init::init_params;
 pub use params::Params;
 pub use policy::{default_dtype, GroupLogprobs, Policy, SeqLogprobs, KEPT_FILES};

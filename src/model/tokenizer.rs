@@ -1,11 +1,16 @@
-//! The tokenizer: Hugging Face `tokenizer.json`, loaded or trained here as a byte-level BPE.
+//! The tokenizer: Hugging Face `tokenizer.json`, loaded or trained here as a byte-level BPE
+//! with Qwen2's own pre-tokenizer, so every digit is its own token, as in Qwen2.5. Small
+//! transformers learn arithmetic far better on one token per digit than on merged numbers.
 
 use std::path::Path;
 
 use tokenizers::models::bpe::{BpeTrainerBuilder, BPE};
 use tokenizers::models::TrainerWrapper;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
-use tokenizers::{AddedToken, Tokenizer};
+use tokenizers::pre_tokenizers::sequence::Sequence;
+use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
+use tokenizers::pre_tokenizers::PreTokenizerWrapper;
+use tokenizers::{AddedToken, SplitDelimiterBehavior, Tokenizer};
 
 use super::{ModelError, Result};
 
@@ -22,6 +27,25 @@ pub const SPECIAL_TOKENS: [&str; 6] = [
     "<answer>",
     "</answer>",
 ];
+
+/// Qwen2's pre-tokenizer regex (from Qwen2.5's `tokenizer.json`): `\p{N}` matches one digit
+/// at a time, so numbers are split into digits before any merge is learned.
+pub const QWEN2_SPLIT_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// Qwen2's pre-tokenizer: the split regex with `Isolated` behaviour, then byte-level
+/// without its own regex, exactly as Qwen2.5's `tokenizer.json` declares it.
+fn qwen2_pre_tokenizer() -> std::result::Result<PreTokenizerWrapper, String> {
+    let split = Split::new(
+        SplitPattern::Regex(QWEN2_SPLIT_PATTERN.to_string()),
+        SplitDelimiterBehavior::Isolated,
+        false,
+    )
+    .map_err(|e| format!("Qwen2 split pattern: {e}"))?;
+    Ok(PreTokenizerWrapper::Sequence(Sequence::new(vec![
+        PreTokenizerWrapper::Split(split),
+        PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, false, false)),
+    ])))
+}
 
 /// A Hugging Face tokenizer with the ids chartrl needs resolved once.
 #[derive(Clone)]
@@ -64,7 +88,8 @@ impl ChatTokenizer {
         })
     }
 
-    /// Trains a byte-level BPE of `vocab_size` tokens (special tokens included) on `corpus`.
+    /// Trains a byte-level BPE of `vocab_size` tokens (special tokens included) on `corpus`,
+    /// behind Qwen2's pre-tokenizer (digits never merge).
     pub fn train<I, S>(corpus: I, vocab_size: usize) -> Result<Self>
     where
         I: Iterator<Item = S> + Send,
@@ -83,9 +108,9 @@ impl ChatTokenizer {
             .build()
             .into();
         let mut tok = Tokenizer::new(BPE::default());
-        tok.with_pre_tokenizer(Some(ByteLevel::new(false, true, true)));
-        tok.with_decoder(Some(ByteLevel::default()));
-        tok.with_post_processor(Some(ByteLevel::new(false, true, true)));
+        tok.with_pre_tokenizer(Some(qwen2_pre_tokenizer().map_err(ModelError::Encode)?));
+        tok.with_decoder(Some(ByteLevel::new(false, false, false)));
+        tok.with_post_processor(Some(ByteLevel::new(false, false, false)));
         tok.train(&mut trainer, corpus)
             .map_err(|e| ModelError::Encode(format!("training the BPE tokenizer: {e}")))?;
         tok.add_special_tokens(&specials);
@@ -173,5 +198,28 @@ mod tests {
         assert_eq!(think.len(), 1);
         assert_eq!(tok.encode(EOS_TOKEN).unwrap(), vec![tok.eos_id()]);
         assert_ne!(tok.pad_id(), tok.eos_id());
+    }
+
+    #[test]
+    fn digits_are_single_tokens_as_in_qwen2() {
+        let tok = ChatTokenizer::train(corpus().into_iter(), 300).unwrap();
+        for number in ["2024", "1387.25", "-40"] {
+            let ids = tok.encode(number).unwrap();
+            let digits = number.chars().filter(|c| c.is_ascii_digit()).count();
+            let pieces: Vec<String> = ids.iter().map(|&i| tok.token_text(i)).collect();
+            assert!(ids.len() >= digits, "{number}: {pieces:?}");
+            for p in pieces
+                .iter()
+                .filter(|p| p.chars().any(|c| c.is_ascii_digit()))
+            {
+                assert_eq!(p.chars().count(), 1, "{number}: {pieces:?}");
+            }
+            assert_eq!(tok.decode(&ids).unwrap(), number);
+        }
+        let json = tok.inner.to_string(false).unwrap();
+        assert!(
+            json.contains("\"Split\"") && json.contains("Isolated"),
+            "{json}"
+        );
     }
 }

@@ -17,7 +17,7 @@ pub mod layout;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::data::{DataSource, Generator, PromptTemplate, Sample, Split};
+use crate::data::{DataSource, Difficulty, Generator, PromptTemplate, Sample, Split};
 use crate::model::Policy;
 use crate::reward::CustomRewards;
 use crate::store::{
@@ -76,9 +76,13 @@ impl RunError {
 /// Where a run's samples come from.
 #[derive(Debug, Clone, PartialEq)]
 pub enum DataSpec {
-    /// The built-in generator's `split` with `seed` (samples are nested: the first N of a
-    /// larger set are the smaller set).
-    Synthetic { split: Split, seed: u64 },
+    /// The built-in generator's `split` with `seed` at `difficulty` (samples are nested: the
+    /// first N of a larger set are the smaller set).
+    Synthetic {
+        split: Split,
+        seed: u64,
+        difficulty: Difficulty,
+    },
     /// A chartrl JSONL or ChartQA JSON file.
     File(PathBuf),
 }
@@ -86,14 +90,20 @@ pub enum DataSpec {
 impl Default for DataSpec {
     /// The synthetic train split, seed 2025.
     fn default() -> Self {
-        DataSpec::Synthetic {
-            split: Split::Train,
-            seed: SYNTHETIC_SEED,
-        }
+        DataSpec::synthetic(Split::Train)
     }
 }
 
 impl DataSpec {
+    /// The generator's `split`, seed 2025, default difficulty.
+    pub fn synthetic(split: Split) -> Self {
+        DataSpec::Synthetic {
+            split,
+            seed: SYNTHETIC_SEED,
+            difficulty: Difficulty::default(),
+        }
+    }
+
     /// The first `n` samples (all of a file's when `n` is larger).
     pub fn samples(&self, n: usize) -> Result<Vec<Sample>, RunError> {
         Ok(match self {
@@ -102,7 +112,13 @@ impl DataSpec {
                 all.truncate(n);
                 all
             }
-            DataSpec::Synthetic { split, seed } => Generator::new(*split, *seed).take(n).collect(),
+            DataSpec::Synthetic {
+                split,
+                seed,
+                difficulty,
+            } => Generator::with_difficulty(*split, *seed, *difficulty)
+                .take(n)
+                .collect(),
         })
     }
 
@@ -110,8 +126,12 @@ impl DataSpec {
     pub fn identity(&self) -> Result<String, RunError> {
         Ok(match self {
             DataSpec::File(path) => format!("file:{}", identity::sha256_file(path)?.0),
-            DataSpec::Synthetic { split, seed } => format!(
-                "synthetic:v{}:{}:{seed}",
+            DataSpec::Synthetic {
+                split,
+                seed,
+                difficulty,
+            } => format!(
+                "synthetic:v{}:{}:{seed}:{difficulty}",
                 identity::SYNTHETIC_VERSION,
                 split.name()
             ),
@@ -121,9 +141,14 @@ impl DataSpec {
     /// What the samples are, for people: `synthetic test split, seed 2025` or a file name.
     pub fn label(&self) -> String {
         match self {
-            DataSpec::Synthetic { split, seed } => {
-                format!("synthetic {} split, seed {seed}", split.name())
-            }
+            DataSpec::Synthetic {
+                split,
+                seed,
+                difficulty,
+            } => format!(
+                "synthetic {} split, seed {seed}, {difficulty}",
+                split.name()
+            ),
             DataSpec::File(p) => p
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())

@@ -73,7 +73,9 @@ impl AdamW {
             };
             let update = ((&m / bc1)? / ((&v / bc2)?.sqrt()? + c.eps)?)?;
             let theta = var.as_tensor().to_dtype(DType::F32)?;
-            let theta = ((theta * (1.0 - lr * c.weight_decay))? - (update * lr)?)?;
+            // Decay weight matrices only: never norm weights or biases (Hugging Face's rule).
+            let decay = if var.rank() >= 2 { c.weight_decay } else { 0.0 };
+            let theta = ((theta * (1.0 - lr * decay))? - (update * lr)?)?;
             var.set(&theta.to_dtype(var.dtype())?)?;
             self.m.insert(name.clone(), m);
             self.v.insert(name.clone(), v);
@@ -109,5 +111,32 @@ mod tests {
             "{got:?}"
         );
         assert_eq!(opt.step, 3);
+    }
+
+    #[test]
+    fn weight_decay_shrinks_matrices_only() {
+        let dev = Device::Cpu;
+        let mut map = BTreeMap::new();
+        map.insert(
+            "m".to_string(),
+            Tensor::ones((2, 2), DType::F32, &dev).unwrap(),
+        );
+        map.insert(
+            "norm".to_string(),
+            Tensor::ones(2, DType::F32, &dev).unwrap(),
+        );
+        let params = Params::from_tensors(map).unwrap();
+        let mut opt = AdamW::new(AdamWConfig {
+            weight_decay: 0.5,
+            ..AdamWConfig::default()
+        });
+        let mut grads = Grads::new();
+        grads.insert("m".into(), Tensor::zeros((2, 2), DType::F32, &dev).unwrap());
+        grads.insert("norm".into(), Tensor::zeros(2, DType::F32, &dev).unwrap());
+        opt.step(&params, &grads, 0.1, 1.0).unwrap();
+        let m: Vec<Vec<f32>> = params.get("m").unwrap().as_tensor().to_vec2().unwrap();
+        let n: Vec<f32> = params.get("norm").unwrap().as_tensor().to_vec1().unwrap();
+        assert!((m[0][0] - 0.95).abs() < 1e-6, "{m:?}");
+        assert_eq!(n, vec![1.0, 1.0]);
     }
 }

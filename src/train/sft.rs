@@ -26,8 +26,19 @@ pub struct WarmStartConfig {
     pub epochs: usize,
     pub batch_size: usize,
     pub learning_rate: f64,
+    /// Where linear and cosine decay end (0: decay to zero).
+    #[serde(default)]
+    pub min_learning_rate: f64,
     pub lr_scheduler: Schedule,
     pub warmup_steps: usize,
+    /// AdamW's betas.
+    #[serde(default = "default_beta1")]
+    pub adam_beta1: f64,
+    #[serde(default = "default_beta2")]
+    pub adam_beta2: f64,
+    /// Decoupled weight decay, on weight matrices only (never norms or biases).
+    #[serde(default)]
+    pub weight_decay: f64,
     pub max_grad_norm: f64,
     pub seed: u64,
     /// Checkpoint every N steps (and at the end) when run through the store.
@@ -37,6 +48,14 @@ pub struct WarmStartConfig {
     /// `raw`, or `chat`: the prompt as the user turn of the model's chat template.
     #[serde(default)]
     pub prompt_format: PromptFormat,
+}
+
+fn default_beta1() -> f64 {
+    AdamWConfig::default().beta1
+}
+
+fn default_beta2() -> f64 {
+    AdamWConfig::default().beta2
 }
 
 const EMBEDDED_DEFAULTS: &str = include_str!("../../configs/warm_start.yaml");
@@ -76,6 +95,26 @@ impl WarmStartConfig {
                 self.learning_rate
             ));
         }
+        if !(self.min_learning_rate >= 0.0 && self.min_learning_rate <= self.learning_rate) {
+            return Err(format!(
+                "`min_learning_rate` must be in [0, learning_rate = {}], got {}",
+                self.learning_rate, self.min_learning_rate
+            ));
+        }
+        for (k, v) in [
+            ("adam_beta1", self.adam_beta1),
+            ("adam_beta2", self.adam_beta2),
+        ] {
+            if !(0.0..1.0).contains(&v) {
+                return Err(format!("`{k}` must be in [0, 1), got {v}"));
+            }
+        }
+        if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
+            return Err(format!(
+                "`weight_decay` must be >= 0, got {}",
+                self.weight_decay
+            ));
+        }
         if !(self.max_grad_norm >= 0.0 && self.max_grad_norm.is_finite()) {
             return Err(format!(
                 "`max_grad_norm` must be >= 0 (0: no clipping), got {}",
@@ -90,13 +129,23 @@ impl WarmStartConfig {
     }
 
     fn lr_at(&self, step: usize) -> f64 {
-        lr_schedule(
-            self.learning_rate,
-            self.lr_scheduler,
-            self.warmup_steps,
-            self.total_steps(),
-            step,
-        )
+        self.min_learning_rate
+            + lr_schedule(
+                self.learning_rate - self.min_learning_rate,
+                self.lr_scheduler,
+                self.warmup_steps,
+                self.total_steps(),
+                step,
+            )
+    }
+
+    fn adamw(&self) -> AdamWConfig {
+        AdamWConfig {
+            beta1: self.adam_beta1,
+            beta2: self.adam_beta2,
+            weight_decay: self.weight_decay,
+            ..AdamWConfig::default()
+        }
     }
 }
 
@@ -156,7 +205,7 @@ impl SftTrainer {
                 ..config
             },
             policy,
-            optimizer: AdamW::new(AdamWConfig::default()),
+            optimizer: AdamW::new(config.adamw()),
             step: 0,
             seqs,
         })
@@ -319,7 +368,33 @@ impl Trainer for SftTrainer {
 
 #[cfg(test)]
 mod tests {
-    use super::balanced_pieces;
+    use super::{balanced_pieces, WarmStartConfig};
+
+    #[test]
+    fn the_recipe_decays_to_its_floor_and_checks_its_options() {
+        let mut c = WarmStartConfig::builtin().unwrap();
+        c.samples = 3200;
+        assert_eq!(c.total_steps(), 100);
+        assert!((c.lr_at(c.warmup_steps) - c.learning_rate).abs() < 1e-12);
+        assert!((c.lr_at(99) - c.min_learning_rate).abs() < 1e-5);
+        assert!(c.lr_at(75) > c.min_learning_rate && c.lr_at(75) < c.learning_rate);
+        let a = c.adamw();
+        assert_eq!((a.beta1, a.beta2, a.weight_decay), (0.9, 0.99, 0.1));
+        for (k, v) in [
+            ("min_learning_rate", 1.0),
+            ("adam_beta2", 1.0),
+            ("weight_decay", -0.1),
+        ] {
+            let mut bad = c.clone();
+            match k {
+                "min_learning_rate" => bad.min_learning_rate = v,
+                "adam_beta2" => bad.adam_beta2 = v,
+                _ => bad.weight_decay = v,
+            }
+            let e = bad.validate().unwrap_err();
+            assert!(e.contains(k), "{e}");
+        }
+    }
 
     #[test]
     fn pieces_cover_the_rows_in_order_and_even_out_padded_sizes() {

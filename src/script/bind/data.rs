@@ -1,10 +1,10 @@
 //! `model(...)`, `chart_data(...)` and `data(...)`: the inputs of runs.
 
-use rhai::{Engine, Map};
+use rhai::{Dynamic, Engine, Map};
 
 use super::host_fn;
 use super::values::{DataRef, ModelRef};
-use crate::data::Split;
+use crate::data::{Difficulty, Split};
 use crate::runs::{layout, DataSpec};
 use crate::script::host::{Host, HostError, HostRef};
 use crate::script::options::take;
@@ -12,6 +12,12 @@ use crate::script::options::take;
 pub(super) fn register(engine: &mut Engine, host: &HostRef) {
     host_fn!(engine.register_fn, host, "model", |h, spec: &str| h
         .model(spec));
+    host_fn!(
+        engine.register_fn,
+        host,
+        "save_model",
+        |h, m: Dynamic, to: &str| h.save_model(m, to)
+    );
     host_fn!(engine.register_fn, host, "chart_data", |h, opts: Map| h
         .chart_data(opts));
     host_fn!(engine.register_fn, host, "chart_data", |h| h
@@ -48,7 +54,29 @@ impl Host {
         Ok(ModelRef { dir, ready: true })
     }
 
-    /// `chart_data(#{split, size, seed})`: the built-in generator's samples.
+    /// `save_model(model_or_run, "dir")`: the model's files copied into `dir`, where other
+    /// files (a README) stay. A dry run copies nothing.
+    fn save_model(&mut self, m: Dynamic, to: &str) -> Result<ModelRef, HostError> {
+        let from = super::runs::model_of(m, "save_model")?;
+        let dir = self.path(to)?;
+        if self.dry {
+            return Ok(ModelRef::at(dir));
+        }
+        let copied =
+            crate::model::copy_model_files(&from.dir, &dir).map_err(|source| HostError::In {
+                call: format!("save_model(.., \"{to}\")"),
+                source: Box::new(source.into()),
+            })?;
+        self.obs.on_log(&format!(
+            "saved {} ({} files) to {}",
+            from.dir.display(),
+            copied.len(),
+            dir.display()
+        ));
+        Ok(ModelRef { dir, ready: true })
+    }
+
+    /// `chart_data(#{split, size, seed, difficulty})`: the built-in generator's samples.
     pub(super) fn chart_data(&mut self, mut opts: Map) -> Result<DataRef, HostError> {
         let split = match take(&mut opts, "split") {
             Some(v) => {
@@ -60,10 +88,18 @@ impl Host {
         };
         let seed = int_option(&mut opts, "seed", crate::runs::SYNTHETIC_SEED as i64)?;
         let size = int_option(&mut opts, "size", crate::data::FULL_TRAIN_SIZE as i64)?;
+        let difficulty = match take(&mut opts, "difficulty") {
+            Some(v) => v
+                .to_string()
+                .parse::<Difficulty>()
+                .map_err(|e| format!("chart_data: {e}"))?,
+            None => Difficulty::default(),
+        };
         if let Some(k) = opts.keys().next() {
-            return Err(
-                format!("unknown chart_data option `{k}` (valid: split, size, seed)").into(),
-            );
+            return Err(format!(
+                "unknown chart_data option `{k}` (valid: split, size, seed, difficulty)"
+            )
+            .into());
         }
         if seed < 0 || size <= 0 {
             return Err("chart_data: size must be positive and seed not negative"
@@ -74,6 +110,7 @@ impl Host {
             spec: DataSpec::Synthetic {
                 split,
                 seed: seed as u64,
+                difficulty,
             },
             size: size as usize,
         })

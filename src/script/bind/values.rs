@@ -51,8 +51,12 @@ pub(super) fn register(engine: &mut Engine, host: &HostRef) {
     engine.register_fn("take", take);
     engine.register_fn("len", |d: &mut DataRef| d.size as INT);
     engine.register_fn("to_string", |d: &mut DataRef| match &d.spec {
-        DataSpec::Synthetic { split, seed } => format!(
-            "chart_data({} split, seed {seed}, {} samples)",
+        DataSpec::Synthetic {
+            split,
+            seed,
+            difficulty,
+        } => format!(
+            "chart_data({} split, seed {seed}, {difficulty}, {} samples)",
             split.name(),
             d.size
         ),
