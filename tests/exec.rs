@@ -446,7 +446,8 @@ fn a_script_evaluates_with_pass_at_k_and_writes_the_report() {
         "    print(`${run.name} ${run.status}`);",
         r#"    let e = evaluate(run, chart_data(#{ split: "test" }).take(3), #{ n: 2, k: [1, 2], max_tokens: 8 });
     print(`${run.name}: ${e.questions} questions, n ${e.n}, accuracy ${e.accuracy}, pass@2 ${e.pass_at_k["2"]}`);"#,
-    ) + "print(`report in ${report(#{ out: \"reports/ev\" })}`);\n";
+    ) + "evaluate(base, chart_data(#{ split: \"test\" }).take(3), #{ n: 2, k: [1, 2], max_tokens: 8 });\n"
+        + "print(`report in ${report(#{ out: \"reports/ev\" })}`);\n";
     write(tmp.path(), "ev.rhai", &script);
     let out = ok(&["exec", "ev.rhai"], tmp.path());
     assert_eq!(
@@ -454,7 +455,10 @@ fn a_script_evaluates_with_pass_at_k_and_writes_the_report() {
         2,
         "{out}"
     );
-    assert!(out.contains("report of 2 runs written to"), "{out}");
+    // The two runs, and the bare model they started from as the model before RL.
+    assert!(out.contains("report of 3 runs written to"), "{out}");
+    let md = std::fs::read_to_string(tmp.path().join("reports/ev/report.md")).unwrap();
+    assert!(md.contains("| NSR | 4 | tiny |"), "{md}");
     for f in [
         "report.html",
         "report.md",
@@ -475,7 +479,7 @@ fn a_script_evaluates_with_pass_at_k_and_writes_the_report() {
                 .len()
         })
         .sum();
-    assert_eq!(evals, 2);
+    assert_eq!(evals, 3);
     drop(store);
 
     // Again: runs reused, evaluations read back with the same numbers.

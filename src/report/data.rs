@@ -176,6 +176,13 @@ pub fn label_runs(runs: &mut [RunData]) {
     }
     for d in runs.iter_mut() {
         let mut label = display_mode(&d.mode);
+        if d.mode == "eval" {
+            // An evaluated model directory (a shipped base) goes by its directory's name.
+            let dir = d.config.model_path.as_deref().map(std::path::Path::new);
+            if let Some(name) = dir.and_then(|p| p.file_name()) {
+                label = name.to_string_lossy().into_owned();
+            }
+        }
         if let Some(n) = d.size {
             label.push_str(&format!(" n={n}"));
         }

@@ -87,6 +87,9 @@ pub(crate) struct Host {
     pub(super) ast: Arc<AST>,
     /// What became of each run the script asked for.
     pub(super) lines: Vec<RunLine>,
+    /// The `eval` runs of the bare model directories the script evaluated (a shipped base):
+    /// its report shows them as the models before RL.
+    pub(super) evaluated_models: Vec<String>,
     clock: Arc<super::engine::ScriptClock>,
     /// The project's files, read once when the script starts: what every run it asks for
     /// uses, whatever happens to the files while it runs.
@@ -136,6 +139,7 @@ impl Host {
             cwd,
             ast,
             lines: Vec::new(),
+            evaluated_models: Vec::new(),
             clock,
         })
     }

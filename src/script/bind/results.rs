@@ -70,11 +70,15 @@ impl Host {
             experiment: Some(self.experiment.clone()),
             device,
         };
+        let bare_model = matches!(req.target, EvalTarget::Model(_));
         let mut obs = EvalProgress(&mut *self.obs);
         let o = evaluate(&mut self.store, &req, &mut obs).map_err(|e| match e {
             RunError::Stopped(m) => HostError::Interrupted(m),
             other => other.into(),
         })?;
+        if bare_model && !self.evaluated_models.contains(&o.run.name) {
+            self.evaluated_models.push(o.run.name.clone());
+        }
         let mut out = Map::new();
         out.insert("run".into(), o.run.name.into());
         out.insert("name".into(), o.name.into());
@@ -96,8 +100,12 @@ impl Host {
             return Ok(dir.display().to_string());
         }
         let mut runs: Vec<crate::store::Run> = Vec::new();
-        for l in &self.lines {
-            if let Ok(run) = self.store.find_run(&l.name) {
+        let names = self
+            .evaluated_models
+            .iter()
+            .chain(self.lines.iter().map(|l| &l.name));
+        for name in names {
+            if let Ok(run) = self.store.find_run(name) {
                 if !runs.iter().any(|r| r.id == run.id) {
                     runs.push(run);
                 }
