@@ -231,6 +231,12 @@ fn script_errors_point_at_the_line_exit_1_and_leave_the_store_alone() {
     );
     broken(
         d,
+        "let d = chart_data(#{ difficulty: \"extreme\" });\n",
+        1,
+        &["unknown difficulty `extreme`", "easy, medium or hard"],
+    );
+    broken(
+        d,
         "let d = data(\"missing.jsonl\");\n",
         1,
         &["missing.jsonl"],

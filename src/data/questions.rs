@@ -59,7 +59,7 @@ impl Steps {
     /// as written, so later steps continue from the number the trace shows.
     fn running_sum(&mut self, vals: &[f64]) -> f64 {
         let mut acc = vals.first().copied().unwrap_or(0.0);
-        for v in &vals[1..] {
+        for v in vals.get(1..).unwrap_or_default() {
             let next = written(acc + v);
             self.push(format!("{} + {} = {}.", f(acc), f(*v), f(next)));
             acc = next;
