@@ -26,7 +26,7 @@ pub struct WarmStartConfig {
     pub epochs: usize,
     pub batch_size: usize,
     pub learning_rate: f64,
-    /// Where linear and cosine decay end (0: decay to zero).
+    /// Where linear and cosine decay end, and where warm-up starts (0: from and to zero).
     #[serde(default)]
     pub min_learning_rate: f64,
     pub lr_scheduler: Schedule,
