@@ -34,11 +34,20 @@ fn project() -> tempfile::TempDir {
     tmp
 }
 
-fn planned(out: &str, what: &str) -> usize {
-    out.lines()
+/// A dry run of `script` with `sets`: the runs it would start, and how many are warm starts.
+fn plan(dir: &Path, script: &str, sets: &[&str]) -> (usize, usize, String) {
+    let mut args = vec!["exec", script, "--dry-run"];
+    for s in sets {
+        args.extend(["--set", s]);
+    }
+    let out = ok(&args, dir);
+    let rows: Vec<&str> = out
+        .lines()
         .skip_while(|l| !l.contains(" runs ("))
-        .filter(|l| l.starts_with("  ") && l.contains(what))
-        .count()
+        .filter(|l| l.starts_with("  ") && l.contains("would start"))
+        .collect();
+    let warm = rows.iter().filter(|l| l.contains(" warm-start ")).count();
+    (rows.len(), warm, out)
 }
 
 #[test]
@@ -72,35 +81,14 @@ fn the_shipped_base_loads_and_answers_held_out_questions() {
 #[test]
 fn the_poc_and_the_sweep_start_from_the_shipped_base() {
     let tmp = project();
-    let poc = ok(&["exec", "experiments/poc.rhai", "--dry-run"], tmp.path());
-    assert_eq!(planned(&poc, "would start"), 4, "{poc}");
-    assert_eq!(planned(&poc, " warm-start "), 0, "{poc}");
-    let sweep = ok(
-        &[
-            "exec",
-            "experiments/nsr_sweep.rhai",
-            "--set",
-            "scale=1k",
-            "--set",
-            "seeds=2",
-            "--dry-run",
-        ],
-        tmp.path(),
-    );
+    let (starts, warm, out) = plan(tmp.path(), "experiments/poc.rhai", &[]);
+    assert_eq!((starts, warm), (4, 0), "{out}");
     // The 100-sample stage, 4 modes x 2 seeds; a dry run cannot know the checklist that
     // gates the 1K stage, so it plans the first stage only.
-    assert_eq!(planned(&sweep, "would start"), 8, "{sweep}");
-    assert_eq!(planned(&sweep, " warm-start "), 0, "{sweep}");
-    let own = ok(
-        &[
-            "exec",
-            "experiments/poc.rhai",
-            "--set",
-            "base=train",
-            "--dry-run",
-        ],
-        tmp.path(),
-    );
-    assert_eq!(planned(&own, " warm-start "), 1, "{own}");
+    let sweep = ["scale=1k", "seeds=2"];
+    let (starts, warm, out) = plan(tmp.path(), "experiments/nsr_sweep.rhai", &sweep);
+    assert_eq!((starts, warm), (8, 0), "{out}");
+    let (starts, warm, out) = plan(tmp.path(), "experiments/poc.rhai", &["base=train"]);
+    assert_eq!((starts, warm), (5, 1), "{out}");
     assert!(!tmp.path().join("runs/chartrl.db").exists());
 }
