@@ -460,6 +460,40 @@ fn every_trace_step_does_one_operation_and_gets_it_right() {
 }
 
 #[test]
+fn every_row_read_copies_a_table_row_and_names_a_value_in_it() {
+    let mut checked = 0;
+    for d in Difficulty::ALL {
+        for s in Generator::with_difficulty(Split::Warmup, 11, d).take(1500) {
+            let table = s.chart.to_table();
+            for line in s.reasoning.lines() {
+                let Some((_, read)) = line.split_once(": Row ") else {
+                    continue;
+                };
+                let (row, said) = read
+                    .split_once(": ")
+                    .unwrap_or_else(|| panic!("{}: {line}", s.id));
+                assert!(
+                    table.lines().any(|l| l == row),
+                    "{}: `{row}` is not a row of\n{table}",
+                    s.id
+                );
+                let cells: Vec<&str> = row.trim_matches('|').split('|').map(str::trim).collect();
+                for part in said.trim_end_matches('.').split(" and ") {
+                    let (who, value) = part.rsplit_once(" is ").unwrap();
+                    assert!(
+                        who.starts_with(cells[0]) || s.chart.series.len() > 1,
+                        "{line}"
+                    );
+                    assert!(cells[1..].contains(&value), "{}: {line}", s.id);
+                }
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 1000, "{checked} reads checked");
+}
+
+#[test]
 fn difficulty_bounds_rows_series_and_numbers() {
     for (d, rows, series, limit, whole) in [
         (Difficulty::Easy, 4, 2, 100.0, true),

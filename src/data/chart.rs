@@ -60,13 +60,19 @@ impl Chart {
             out.push_str(&format!(" {} |", s.name));
         }
         out.push('\n');
-        for (i, label) in self.labels.iter().enumerate() {
-            out.push_str(&format!("| {label} |"));
-            for s in &self.series {
-                let v = s.values.get(i).copied().unwrap_or(f64::NAN);
-                out.push_str(&format!(" {} |", format_number(v)));
-            }
+        for i in 0..self.labels.len() {
+            out.push_str(&self.row(i));
             out.push('\n');
+        }
+        out
+    }
+
+    /// Row `i` of [`Chart::to_table`]: `| July | 2 | 35 |`.
+    pub fn row(&self, i: usize) -> String {
+        let mut out = format!("| {} |", self.labels.get(i).map_or("", |l| l.as_str()));
+        for s in &self.series {
+            let v = s.values.get(i).copied().unwrap_or(f64::NAN);
+            out.push_str(&format!(" {} |", format_number(v)));
         }
         out
     }

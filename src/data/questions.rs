@@ -3,7 +3,11 @@
 //! chart (a trend needs a line, a ratio positive values, a maximum a unique one).
 //!
 //! Every step of a trace does one operation (Nye et al. 2021; Lee et al. 2023): a total is a
-//! running sum, two numbers at a time, and a percentage multiplies before it divides.
+//! running sum, two numbers at a time, and a percentage multiplies before it divides. A value
+//! found by its label is read by copying its table row first ("Row | July | 2 |: July is 2."):
+//! the copy is what an induction head does, where "The row for July shows 2" asks a small
+//! model to jump from a label to a value it never learnt to find (the tiny base answered such
+//! lookups at chance).
 
 use rand::seq::SliceRandom;
 use rand::Rng;
@@ -18,6 +22,8 @@ pub(super) type Qa = (String, String, String);
 /// What every question about one series of a chart refers to.
 struct Asked<'a> {
     chart: &'a Chart,
+    /// The series asked about, and its values.
+    s: usize,
     vals: &'a [f64],
     labels: &'a [String],
     /// The measure's words: "Acme revenue", "revenue".
@@ -67,6 +73,19 @@ impl Steps {
         acc
     }
 
+    /// Copies row `i` of the table, then names series `s`'s value in it, and returns the value.
+    fn read(&mut self, chart: &Chart, i: usize, s: usize) -> f64 {
+        let v = chart.series[s].values[i];
+        let label = &chart.labels[i];
+        let what = if chart.series.len() > 1 {
+            format!("{label} {}", chart.series[s].name)
+        } else {
+            label.clone()
+        };
+        self.push(format!("Row {}: {what} is {}.", chart.row(i), f(v)));
+        v
+    }
+
     fn text(&self) -> String {
         self.0
             .iter()
@@ -87,6 +106,7 @@ pub(super) fn ask(chart: &Chart, t: QuestionType, rng: &mut ChaCha8Rng) -> Optio
     let s = rng.random_range(0..chart.series.len());
     let q = Asked {
         chart,
+        s,
         vals: &chart.series[s].values,
         labels: &chart.labels,
         measure: measure_of(chart, s),
@@ -115,12 +135,16 @@ pub(super) fn ask(chart: &Chart, t: QuestionType, rng: &mut ChaCha8Rng) -> Optio
 fn lookup(chart: &Chart, rng: &mut ChaCha8Rng) -> Qa {
     let s = rng.random_range(0..chart.series.len());
     let i = rng.random_range(0..chart.labels.len());
-    let v = f(chart.series[s].values[i]);
-    let label = &chart.labels[i];
+    let mut steps = Steps::default();
+    let v = steps.read(chart, i, s);
     (
-        format!("What is the {} of {label}?", measure_of(chart, s)),
-        v.clone(),
-        format!("Step 1: The row for {label} shows {v}."),
+        format!(
+            "What is the {} of {}?",
+            measure_of(chart, s),
+            chart.labels[i]
+        ),
+        f(v),
+        steps.text(),
     )
 }
 
@@ -155,25 +179,18 @@ fn extreme_value(q: &Asked, largest: bool) -> Option<Qa> {
 
 fn difference(q: &Asked, rng: &mut ChaCha8Rng) -> Option<Qa> {
     let (i, j) = q.two(rng);
-    let (a, b) = (q.vals[i], q.vals[j]);
+    let mut steps = Steps::default();
+    let (a, b) = (steps.read(q.chart, i, q.s), steps.read(q.chart, j, q.s));
     let (hi, lo) = if a >= b { (a, b) } else { (b, a) };
     let d = (a - b).abs();
+    steps.push(format!("{} - {} = {}.", f(hi), f(lo), f(d)));
     Some((
         format!(
             "What is the difference in {} between {} and {}?",
             q.measure, q.labels[i], q.labels[j]
         ),
         f(d),
-        format!(
-            "Step 1: {} is {} and {} is {}.\nStep 2: {} - {} = {}.",
-            q.labels[i],
-            f(a),
-            q.labels[j],
-            f(b),
-            f(hi),
-            f(lo),
-            f(d)
-        ),
+        steps.text(),
     ))
 }
 
@@ -214,22 +231,17 @@ fn ratio(q: &Asked, rng: &mut ChaCha8Rng) -> Option<Qa> {
         return None;
     }
     let r = a / b;
+    let mut steps = Steps::default();
+    steps.read(q.chart, i, q.s);
+    steps.read(q.chart, j, q.s);
+    steps.push(format!("{} / {} = {}.", f(a), f(b), f(r)));
     Some((
         format!(
             "What is the ratio of the {} of {} to that of {}?",
             q.measure, q.labels[i], q.labels[j]
         ),
         f(r),
-        format!(
-            "Step 1: {} is {} and {} is {}.\nStep 2: {} / {} = {}.",
-            q.labels[i],
-            f(a),
-            q.labels[j],
-            f(b),
-            f(a),
-            f(b),
-            f(r)
-        ),
+        steps.text(),
     ))
 }
 
@@ -240,9 +252,10 @@ fn share(q: &Asked, rng: &mut ChaCha8Rng) -> Option<Qa> {
     let i = rng.random_range(0..q.n);
     let mut steps = Steps::default();
     let total = steps.running_sum(q.vals);
-    let hundred = written(q.vals[i] * 100.0);
+    let v = steps.read(q.chart, i, q.s);
+    let hundred = written(v * 100.0);
     let p = hundred / total;
-    steps.push(format!("{} * 100 = {}.", f(q.vals[i]), f(hundred)));
+    steps.push(format!("{} * 100 = {}.", f(v), f(hundred)));
     steps.push(format!("{} / {} = {}.", f(hundred), f(total), f(p)));
     Some((
         format!(
@@ -296,7 +309,16 @@ fn trend(q: &Asked) -> Option<Qa> {
     }
     let up = last > first;
     let word = if up { "increase" } else { "decrease" };
+    let article = if up { "an" } else { "a" };
     let cmp = if up { ">" } else { "<" };
+    let mut steps = Steps::default();
+    steps.read(q.chart, 0, q.s);
+    steps.read(q.chart, q.n - 1, q.s);
+    steps.push(format!(
+        "{} {cmp} {}, so it is {article} {word}.",
+        f(last),
+        f(first)
+    ));
     Some((
         format!(
             "Did the {} increase or decrease from {} to {}?",
@@ -305,15 +327,7 @@ fn trend(q: &Asked) -> Option<Qa> {
             q.labels[q.n - 1]
         ),
         word.to_string(),
-        format!(
-            "Step 1: {} is {} and {} is {}.\nStep 2: {} {cmp} {}, so it is a {word}.",
-            q.labels[0],
-            f(first),
-            q.labels[q.n - 1],
-            f(last),
-            f(last),
-            f(first)
-        ),
+        steps.text(),
     ))
 }
 
@@ -341,7 +355,8 @@ fn compare_series(chart: &Chart, rng: &mut ChaCha8Rng) -> Option<Qa> {
         ),
         winner.clone(),
         format!(
-            "Step 1: {} is {} and {} is {}.\nStep 2: {} {cmp} {}, so {winner}.",
+            "Step 1: Row {}: {} is {} and {} is {}.\nStep 2: {} {cmp} {}, so {winner}.",
+            chart.row(i),
             sa.name,
             f(a),
             sb.name,
