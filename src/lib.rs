@@ -18,5 +18,6 @@ pub mod reward;
 pub mod runs;
 pub mod script;
 pub mod store;
+pub mod sweep;
 pub mod train;
 pub mod workspace;

@@ -19,7 +19,8 @@ use crate::train::{Event, Observer, Phase, StepMetrics};
 #[derive(Args, Debug)]
 pub struct ExecArgs {
     /// The script (.rhai)
-    script: PathBuf,
+    #[arg(required_unless_present = "plan_file")]
+    script: Option<PathBuf>,
     /// A script parameter, read with param("NAME", default)
     #[arg(long = "set", value_name = "NAME=VALUE")]
     set: Vec<String>,
@@ -40,45 +41,88 @@ pub struct ExecArgs {
     /// CHARTRL_DEVICE variable, else cpu)
     #[arg(long)]
     device: Option<DeviceSpec>,
+    /// List every run the script asks for (assuming each passes its checks), with its
+    /// stage, the runs it waits for and its status; train nothing
+    #[arg(long, conflicts_with = "dry_run")]
+    plan: bool,
+    /// With --plan: print the plan as JSON
+    #[arg(long, requires = "plan")]
+    json: bool,
+    /// Run one task of a frozen plan (written by `chartrl slurm submit`)
+    #[arg(long, requires = "task", value_name = "PLAN.json")]
+    plan_file: Option<PathBuf>,
+    /// With --plan-file: the plan index of the run to carry out ($SLURM_ARRAY_TASK_ID)
+    #[arg(long, requires = "plan_file")]
+    task: Option<usize>,
+    /// With --plan-file: how often a task may requeue itself on Slurm's warning signal
+    #[arg(long, default_value_t = 3)]
+    max_requeues: u32,
+    /// Train up to K runs at once, each in a process and a store of its own (merged after),
+    /// a run starting once every run it waits for has finished (see --plan)
+    #[arg(long, value_name = "K", conflicts_with_all = ["dry_run", "plan"])]
+    jobs: Option<usize>,
 }
 
-pub fn run(a: ExecArgs) -> anyhow::Result<()> {
+impl ExecArgs {
+    /// `--set` as a map.
+    pub(super) fn sets(&self) -> anyhow::Result<BTreeMap<String, String>> {
+        parse_sets(&self.set)
+    }
+}
+
+/// `--set NAME=VALUE` flags as a map.
+pub(super) fn parse_sets(flags: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
     let mut sets = BTreeMap::new();
-    for kv in &a.set {
+    for kv in flags {
         let (k, v) = kv
             .split_once('=')
             .ok_or_else(|| anyhow::anyhow!("--set {kv}: expected NAME=VALUE"))?;
         sets.insert(k.to_string(), v.to_string());
     }
+    Ok(sets)
+}
+
+pub fn run(a: ExecArgs) -> anyhow::Result<()> {
+    if let (Some(file), Some(task)) = (&a.plan_file, a.task) {
+        return super::sweep_cmd::run_task(file, task, a.max_requeues, a.log_every, a.device);
+    }
+    let script = a.script.clone().unwrap_or_default();
     let stop = super::signals::stop_flag()?;
     let opts = ExecOptions {
-        script: a.script.clone(),
-        sets,
+        script: script.clone(),
+        sets: a.sets()?,
         dry_run: a.dry_run,
         db: a.db.clone(),
         stop: Some(stop.clone()),
         time_limit: std::time::Duration::from_secs(a.time_limit),
         device: a.device,
+        pass: if a.plan {
+            script::Pass::Plan
+        } else {
+            script::Pass::Normal
+        },
+        modules: None,
     };
+    if a.plan {
+        let summary = script::exec(&opts, Box::new(Silent))?;
+        return super::sweep_cmd::print_plan(&script, &summary.plan, a.json);
+    }
     // A device that cannot be had is said before anything runs.
     DeviceSpec::resolve(a.device)?.open()?;
-    let obs = SweepConsole::new(a.log_every, stop.clone())?;
-    let summary = match script::exec(&opts, Box::new(obs)) {
-        Ok(s) => s,
-        Err(ScriptError::Interrupted { location, message }) => {
-            let signal = stop.load(std::sync::atomic::Ordering::Relaxed);
-            return Err(super::Interrupted {
-                code: super::signals::exit_code(signal.max(2)),
-                message: format!(
-                    "{location}: {} stopped the script: {message}",
-                    super::signals::name(signal.max(2))
-                ),
-            }
-            .into());
-        }
-        Err(e) => return Err(e.into()),
-    };
+    if let Some(k) = a.jobs.filter(|&k| k > 1) {
+        return super::sweep_cmd::run_jobs(&opts, k, a.log_every);
+    }
+    let summary = run_with_console(&opts, a.log_every, &stop)?;
     let header = if a.dry_run { "would do" } else { "did" };
+    print_summary(&summary, header, &script)
+}
+
+/// What happened to each run, the unused `--set`s and the time; an error if a run failed.
+pub(super) fn print_summary(
+    summary: &script::ExecSummary,
+    header: &str,
+    script: &std::path::Path,
+) -> anyhow::Result<()> {
     println!("\n{} runs ({header}):", summary.runs.len());
     println!(
         "  {:<34} {:<12} {:<13} {:>11} {:>8}",
@@ -103,7 +147,7 @@ pub fn run(a: ExecArgs) -> anyhow::Result<()> {
     for name in &summary.unused_sets {
         println!("warning: --set {name} was given but the script never asks for param(\"{name}\")");
     }
-    println!("{} in {:.1}s", a.script.display(), summary.seconds);
+    println!("{} in {:.1}s", script.display(), summary.seconds);
     let failed: Vec<&str> = summary
         .runs
         .iter()
@@ -120,6 +164,37 @@ pub fn run(a: ExecArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Runs the script with the sweep console; a signal's stop becomes [`super::Interrupted`].
+pub(super) fn run_with_console(
+    opts: &ExecOptions,
+    log_every: usize,
+    stop: &std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) -> anyhow::Result<script::ExecSummary> {
+    let obs = SweepConsole::new(log_every, stop.clone())?;
+    match script::exec(opts, Box::new(obs)) {
+        Ok(s) => Ok(s),
+        Err(ScriptError::Interrupted { location, message }) => {
+            let signal = stop.load(std::sync::atomic::Ordering::Relaxed);
+            Err(super::Interrupted {
+                code: super::signals::exit_code(signal.max(2)),
+                message: format!(
+                    "{location}: {} stopped the script: {message}",
+                    super::signals::name(signal.max(2))
+                ),
+            }
+            .into())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The observer of a plan: it trains nothing, so there is nothing to show.
+pub(super) struct Silent;
+
+impl Observer for Silent {}
+
+impl ExecObserver for Silent {}
 
 fn clip(s: &str, n: usize) -> String {
     if s.chars().count() <= n {

@@ -12,6 +12,7 @@ mod rewards_cmd;
 mod runs_cmd;
 mod sample_cmd;
 mod signals;
+mod sweep_cmd;
 mod target;
 mod train_cmd;
 mod values;
@@ -88,6 +89,11 @@ enum Command {
     ///
     /// Example: chartrl bench --preset tiny
     Bench(bench_cmd::BenchArgs),
+    /// Run a script's sweep as Slurm job arrays (one per stage), and follow it
+    ///
+    /// Example: chartrl slurm submit experiments/nsr_sweep.rhai --set scale=1k --max-parallel 8
+    #[command(subcommand)]
+    Slurm(sweep_cmd::SlurmCommand),
 }
 
 /// Parses the command line, runs the command, and returns the process exit code:
@@ -117,6 +123,7 @@ pub fn main() -> i32 {
         Command::Report(args) => report_cmd::report(args),
         Command::Monitor(args) => report_cmd::monitor(args),
         Command::Bench(args) => bench_cmd::run(args),
+        Command::Slurm(cmd) => sweep_cmd::slurm(cmd),
     };
     match result {
         Ok(()) => 0,

@@ -41,6 +41,9 @@ enum RunsCommand {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Fold the finished runs of the per-run stores (runs/task-*.db, written by Slurm tasks)
+    /// into the store; merging again changes nothing
+    Merge,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -50,10 +53,10 @@ enum Format {
 }
 
 pub fn run(a: RunsArgs) -> anyhow::Result<()> {
-    let store = Store::open_existing(&a.db)?;
+    let open = || Store::open_existing(&a.db);
     match a.command {
         None => {
-            let runs = store.list_runs()?;
+            let runs = open()?.list_runs()?;
             if runs.is_empty() {
                 println!("no runs in {} yet", a.db.display());
             } else {
@@ -61,8 +64,9 @@ pub fn run(a: RunsArgs) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Some(RunsCommand::Show { run, json }) => show(&store, &run, json),
+        Some(RunsCommand::Show { run, json }) => show(&open()?, &run, json),
         Some(RunsCommand::Export { run, format, out }) => {
+            let store = open()?;
             let run = store.find_run(&run)?;
             let rows = store.metrics(run.id)?;
             let write = |sink: &mut dyn Write| -> anyhow::Result<()> {
@@ -85,6 +89,7 @@ pub fn run(a: RunsArgs) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Some(RunsCommand::Merge) => super::sweep_cmd::merge(&a.db),
     }
 }
 
@@ -180,9 +185,12 @@ fn show(store: &Store, query: &str, json: bool) -> anyhow::Result<()> {
         .into_iter()
         .filter(|s| Some(s.step) == last_step)
         .collect();
+    let (plan_key, scheduler) = store.placement(run.id)?;
     if json {
         let doc = serde_json::json!({
             "run": run,
+            "plan_key": plan_key,
+            "scheduler": scheduler,
             "latest_metrics": latest,
             "checkpoints": checkpoints,
             "events": events,
@@ -193,6 +201,15 @@ fn show(store: &Store, query: &str, json: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     print_header(&run);
+    if let Some(sched) = &scheduler {
+        println!(
+            "scheduler: {} job {} task {}, {} restart(s)",
+            sched["scheduler"].as_str().unwrap_or("?"),
+            sched["job"].as_str().unwrap_or("?"),
+            sched["task"].as_str().unwrap_or("?"),
+            sched["restarts"]
+        );
+    }
     println!("\nconfiguration:");
     let options = run.config.get("options").unwrap_or(&run.config);
     for line in serde_yaml::to_string(options)?.lines() {

@@ -200,10 +200,7 @@ fn sample_missing(
 /// The `eval` run that holds evaluations of the model directory `dir` (created on first
 /// use; its identity is the model's content hash, so a copied model finds it).
 fn model_run(store: &mut Store, dir: &Path, experiment: Option<&str>) -> Result<Run, RunError> {
-    let doc = serde_json::json!({
-        "kind": Kind::Eval.as_str(),
-        "model": identity::model_identity(dir)?,
-    });
+    let doc = model_run_doc(dir)?;
     let id = identity::identity_of(&doc);
     if let Some(run) = store.run_by_identity(&id)? {
         return Ok(run);
@@ -234,4 +231,17 @@ fn model_run(store: &mut Store, dir: &Path, experiment: Option<&str>) -> Result<
     })?;
     store.mark_done(run.id)?;
     Ok(store.run_by_id(run.id)?)
+}
+
+/// What the `eval` run of a bare model directory is keyed by: its model.
+fn model_run_doc(dir: &Path) -> Result<serde_json::Value, RunError> {
+    Ok(serde_json::json!({
+        "kind": Kind::Eval.as_str(),
+        "model": identity::model_identity(dir)?,
+    }))
+}
+
+/// The identity of the `eval` run that keeps a model directory's evaluations.
+pub fn model_run_identity(dir: &Path) -> Result<String, RunError> {
+    Ok(identity::identity_of(&model_run_doc(dir)?))
 }

@@ -243,11 +243,17 @@ pub struct TrainOutcome {
 
 /// The run this training request names: identity, name and stored configuration.
 pub fn plan(req: &TrainRequest) -> Result<NewRun, RunError> {
+    plan_for(req, &identity::model_identity(&req.model)?)
+}
+
+/// [`plan`] with the input model's identity given: its hash, or in a plan the key of the
+/// run that will make it (see `sweep::plan`).
+pub fn plan_for(req: &TrainRequest, model_identity: &str) -> Result<NewRun, RunError> {
     let options = serde_json::to_value(&req.config).unwrap_or_default();
     let mut new = plan_run(
         Kind::Train,
         options,
-        &req.model,
+        (&req.model, model_identity),
         &req.data,
         &req.prompt,
         req.name.as_deref(),
@@ -261,6 +267,14 @@ pub fn plan(req: &TrainRequest) -> Result<NewRun, RunError> {
 
 /// The run this warm-start request names (its options checked first).
 pub fn plan_warm_start(req: &WarmStartRequest) -> Result<NewRun, RunError> {
+    plan_warm_start_for(req, &identity::model_identity(&req.model)?)
+}
+
+/// [`plan_warm_start`] with the input model's identity given (see [`plan_for`]).
+pub fn plan_warm_start_for(
+    req: &WarmStartRequest,
+    model_identity: &str,
+) -> Result<NewRun, RunError> {
     req.config.validate().map_err(|msg| TrainError::Config {
         origin: "warm_start".into(),
         msg,
@@ -269,7 +283,7 @@ pub fn plan_warm_start(req: &WarmStartRequest) -> Result<NewRun, RunError> {
     let mut new = plan_run(
         Kind::WarmStart,
         options,
-        &req.model,
+        (&req.model, model_identity),
         &req.data,
         &req.prompt,
         req.name.as_deref(),
@@ -301,7 +315,7 @@ pub(crate) fn results_options(options: &serde_json::Value) -> serde_json::Value 
 fn plan_run(
     kind: Kind,
     options: serde_json::Value,
-    model: &Path,
+    (model, model_identity): (&Path, &str),
     data: &DataSpec,
     prompt: &PromptTemplate,
     name: Option<&str>,
@@ -310,7 +324,7 @@ fn plan_run(
     let doc = serde_json::json!({
         "kind": kind.as_str(),
         "options": results_options(&options),
-        "model": identity::model_identity(model)?,
+        "model": model_identity,
         "data": data.identity()?,
         "prompt": prompt.identity(),
     });

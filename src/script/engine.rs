@@ -137,7 +137,7 @@ pub(crate) fn run(
         source: e,
     })?;
     let mut engine = limited_engine();
-    let scripts = cwd.join("scripts");
+    let scripts = opts.modules.clone().unwrap_or_else(|| cwd.join("scripts"));
     engine.set_module_resolver(ScriptsOnly {
         files: FileModuleResolver::new_with_path(&scripts),
         dir: scripts,

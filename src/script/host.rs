@@ -15,6 +15,7 @@ use crate::device::{DeviceError, DeviceSpec};
 use crate::report::ReportError;
 use crate::runs::RunError;
 use crate::store::{Store, StoreError};
+use crate::sweep::PlannedRun;
 use crate::train::{TrainConfig, WarmStartConfig};
 use crate::workspace::Workspace;
 
@@ -99,6 +100,44 @@ pub(crate) struct Host {
     pub(super) prompt: PromptTemplate,
     /// `exec --device` (or `CHARTRL_DEVICE`): the device of runs that do not name one.
     device: Option<DeviceSpec>,
+    /// A plan or task pass: the plan it builds.
+    pub(super) planner: Option<Planner>,
+    /// The store's directory (where runs and preset models live), also on a dry pass that
+    /// has no store file yet.
+    pub(super) root: PathBuf,
+}
+
+/// What a plan or a task pass keeps (see `sweep::plan`).
+#[derive(Debug, Default)]
+pub(crate) struct Planner {
+    pub runs: Vec<PlannedRun>,
+    /// Keys of the runs whose state the script has read so far: every run it asks for next
+    /// waits for them.
+    pub read: BTreeSet<String>,
+    /// In a task, the key of the one run (or bare-model evaluation) it carries out, and the
+    /// scheduler's record for it.
+    pub task: Option<(String, Option<serde_json::Value>)>,
+}
+
+impl Planner {
+    /// Adds a run to the plan (once: a run asked for again keeps its first place).
+    pub fn record(&mut self, mut run: PlannedRun) {
+        if self.runs.iter().any(|r| r.key == run.key) {
+            return;
+        }
+        let mut deps: Vec<String> = self.read.iter().cloned().collect();
+        deps.append(&mut run.depends_on);
+        deps.retain(|d| *d != run.key);
+        deps.sort();
+        deps.dedup();
+        run.depends_on = deps;
+        self.runs.push(run);
+    }
+
+    /// Whether this pass carries out the work planned under `key`.
+    pub fn is_task(&self, key: &str) -> bool {
+        self.task.as_ref().is_some_and(|(k, _)| k == key)
+    }
 }
 
 pub(crate) type HostRef = Arc<Mutex<Host>>;
@@ -141,7 +180,28 @@ impl Host {
             lines: Vec::new(),
             evaluated_models: Vec::new(),
             clock,
+            root: match opts.db.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+                _ => PathBuf::from("."),
+            },
+            planner: match &opts.pass {
+                super::Pass::Normal => None,
+                super::Pass::Plan => Some(Planner::default()),
+                super::Pass::Task { key, scheduler } => Some(Planner {
+                    task: Some((key.clone(), scheduler.clone())),
+                    ..Planner::default()
+                }),
+            },
         })
+    }
+
+    /// Notes that the script read `r`'s state: in a plan, what it asks for next waits for `r`.
+    pub(super) fn read_run(&mut self, key: &str) {
+        if let Some(p) = &mut self.planner {
+            if !key.is_empty() {
+                p.read.insert(key.to_string());
+            }
+        }
     }
 
     /// `param(name, default)`: the `--set` value converted to the default's type.
@@ -214,5 +274,10 @@ pub(crate) fn finish(host: &HostRef) -> ExecSummary {
             .filter(|k| !guard.asked.contains(*k))
             .cloned()
             .collect(),
+        plan: guard
+            .planner
+            .as_ref()
+            .map(|p| p.runs.clone())
+            .unwrap_or_default(),
     }
 }

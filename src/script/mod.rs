@@ -40,6 +40,29 @@ pub struct ExecOptions {
     pub time_limit: std::time::Duration,
     /// The device of runs that do not name one (`None`: `CHARTRL_DEVICE`, else the CPU).
     pub device: Option<crate::device::DeviceSpec>,
+    /// A plain run, a plan, or one task of a frozen plan.
+    pub pass: Pass,
+    /// Where `import` finds modules (default: the project's `scripts/`); a frozen plan's
+    /// tasks read the copy taken at submission.
+    pub modules: Option<PathBuf>,
+}
+
+/// What a pass over the script does with the runs it asks for.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum Pass {
+    /// Train them (or, with `dry_run`, say what would be trained).
+    #[default]
+    Normal,
+    /// List every run the script would ask for if every run passed, with its key, the runs it
+    /// waits for and its stage; train nothing (`exec --plan`).
+    Plan,
+    /// Carry out only the run (or bare-model evaluation) planned under `key`, with what it
+    /// builds on already in the store; plan everything else (`exec --plan-file F --task N`).
+    Task {
+        key: String,
+        /// The scheduler's record kept with the run (job, task, restarts).
+        scheduler: Option<serde_json::Value>,
+    },
 }
 
 /// What happened to a run the script asked for.
@@ -109,6 +132,8 @@ pub struct ExecSummary {
     pub seconds: f64,
     /// `--set` names the script never asked for (likely typos).
     pub unused_sets: Vec<String>,
+    /// In a plan or task pass: every run the script asked for, in order, with its stage.
+    pub plan: Vec<crate::sweep::PlannedRun>,
 }
 
 /// Runs a script. Without `dry_run`, a dry pass first counts the runs to train (for the sweep
@@ -122,7 +147,8 @@ pub fn exec(
         path: opts.script.clone(),
         source: e,
     })?;
-    if !opts.dry_run {
+    let planning = opts.pass != Pass::Normal;
+    if !opts.dry_run && !planning {
         let plan = engine::run(opts, &source, true, Box::new(Quiet))?;
         let to_train = plan
             .runs
@@ -131,7 +157,9 @@ pub fn exec(
             .count();
         obs.on_plan(to_train);
     }
-    let mut summary = engine::run(opts, &source, opts.dry_run, obs)?;
+    let dry = opts.dry_run || opts.pass == Pass::Plan;
+    let mut summary = engine::run(opts, &source, dry, obs)?;
+    crate::sweep::assign_stages(&mut summary.plan);
     summary.seconds = start.elapsed().as_secs_f64();
     Ok(summary)
 }

@@ -10,6 +10,7 @@
 
 mod eval;
 mod lease;
+mod merge;
 mod query;
 mod schema;
 pub mod write;
@@ -22,6 +23,7 @@ use serde::Serialize;
 
 pub use eval::EvaluationRow;
 pub use lease::{Heartbeat, Owner, STALE_AFTER};
+pub use merge::{MergeOutcome, Pick};
 pub use query::{MetricRow, RunListing};
 
 /// How long a writer waits for another process's transaction before giving up.

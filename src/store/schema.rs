@@ -120,6 +120,12 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     ALTER TABLE eval_questions ADD COLUMN qtype TEXT;
     ALTER TABLE eval_questions ADD COLUMN chance REAL;
     "#,
+    // 5: where a run was planned and placed: its key in a frozen plan (`exec --plan`), and
+    // the scheduler's job, task and restart count when a Slurm array trained it.
+    r#"
+    ALTER TABLE runs ADD COLUMN plan_key TEXT;
+    ALTER TABLE runs ADD COLUMN scheduler TEXT;
+    "#,
 ];
 
 /// The schema version this build writes.

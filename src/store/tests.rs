@@ -248,3 +248,70 @@ fn evaluation_questions_round_trip_and_a_resume_truncates_them() {
     assert_eq!(store.eval_questions(run.id, 5, "e").unwrap(), vec![]);
     assert_eq!(store.evaluations(run.id).unwrap(), vec![]);
 }
+
+#[test]
+fn merging_copies_done_runs_replaces_unfinished_ones_and_is_idempotent() {
+    let dir = tempfile::tempdir().unwrap();
+    let task_db = dir.path().join("task-1.db");
+    let mut task = Store::open(&task_db).unwrap();
+    let (done, _) = task.find_or_create_run(&new_run("aa11", "r1")).unwrap();
+    log(&mut task, done.id, 0, 0.5);
+    log(&mut task, done.id, 1, 0.75);
+    task.add_evaluation(done.id, 2, "e", &serde_json::json!({"accuracy": 0.5}))
+        .unwrap();
+    task.set_placement(done.id, "key-1", Some(&serde_json::json!({"job": "7"})))
+        .unwrap();
+    task.mark_done(done.id).unwrap();
+    let (open, _) = task.find_or_create_run(&new_run("bb22", "r2")).unwrap();
+    log(&mut task, open.id, 0, 0.1);
+
+    let mut main = Store::open(&dir.path().join("chartrl.db")).unwrap();
+    // The main store holds r1 unfinished: the done copy replaces it.
+    let (stale, _) = main.find_or_create_run(&new_run("aa11", "r1")).unwrap();
+    log(&mut main, stale.id, 0, 9.0);
+    let o = main.merge_from(&task_db, &Pick::Done).unwrap();
+    assert_eq!((o.added, o.replaced, o.present), (0, 1, 0));
+    assert_eq!(o.evaluations_added, 1);
+    let r1 = main.find_run("r1").unwrap();
+    assert_eq!(r1.status, Status::Done);
+    assert_eq!(r1.experiment.as_deref(), Some("sweep"));
+    let rewards: Vec<(usize, f64)> = main.series(r1.id, "reward").unwrap();
+    assert_eq!(rewards, [(0, 0.5), (1, 0.75)]);
+    assert_eq!(main.evaluations(r1.id).unwrap().len(), 1);
+    let (key, sched) = main.placement(r1.id).unwrap();
+    assert_eq!(key.as_deref(), Some("key-1"));
+    assert_eq!(sched.unwrap()["job"], "7");
+    assert!(main.run_by_plan_key("key-1").unwrap().is_some());
+    // The unfinished r2 stays out.
+    assert!(main.find_run("r2").is_err());
+
+    let again = main.merge_from(&task_db, &Pick::Done).unwrap();
+    assert_eq!(
+        again,
+        MergeOutcome {
+            present: 1,
+            ..MergeOutcome::default()
+        }
+    );
+    assert_eq!(main.series(r1.id, "reward").unwrap().len(), 2);
+    // Picking by key finds nothing for a key no run has.
+    let none = main
+        .merge_from(&task_db, &Pick::Keys(vec!["nope".into()]))
+        .unwrap();
+    assert_eq!(none, MergeOutcome::default());
+}
+
+#[test]
+fn merging_refuses_a_name_another_run_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let task_db = dir.path().join("task-1.db");
+    let mut task = Store::open(&task_db).unwrap();
+    let (done, _) = task.find_or_create_run(&new_run("aa11", "r1")).unwrap();
+    task.mark_done(done.id).unwrap();
+    let mut main = Store::open(&dir.path().join("chartrl.db")).unwrap();
+    main.find_or_create_run(&new_run("cc33", "r1")).unwrap();
+    let err = main.merge_from(&task_db, &Pick::Done).unwrap_err();
+    assert!(matches!(err, StoreError::NameTaken { .. }), "{err}");
+    // Nothing was half-merged, and the file can be merged again once the clash is gone.
+    assert_eq!(main.list_runs().unwrap().len(), 1);
+}

@@ -31,13 +31,19 @@ impl Host {
     fn model(&mut self, spec: &str) -> Result<ModelRef, HostError> {
         let dir = self.path(spec)?;
         if dir.join("config.json").is_file() {
-            return Ok(ModelRef { dir, ready: true });
+            return Ok(ModelRef {
+                dir,
+                ready: true,
+                made_by: None,
+            });
         }
         let preset = self.workspace.preset(spec).map_err(|_| {
             format!("model(\"{spec}\"): no model directory there and no preset of that name (presets: tiny, small)")
         })?;
-        let dir = layout::preset_model(&self.store.root(), spec);
-        if self.dry {
+        let dir = layout::preset_model(&self.root, spec);
+        // A plan needs the preset's identity, so it creates it (a deterministic, built-in
+        // model) where the runs will find it; a dry run creates nothing.
+        if self.dry && self.planner.is_none() {
             return Ok(ModelRef::at(dir));
         }
         let created =
@@ -51,7 +57,11 @@ impl Host {
                 dir.display()
             ));
         }
-        Ok(ModelRef { dir, ready: true })
+        Ok(ModelRef {
+            dir,
+            ready: true,
+            made_by: None,
+        })
     }
 
     /// `save_model(model_or_run, "dir")`: the model's files copied into `dir`, where other
@@ -73,7 +83,11 @@ impl Host {
             copied.len(),
             dir.display()
         ));
-        Ok(ModelRef { dir, ready: true })
+        Ok(ModelRef {
+            dir,
+            ready: true,
+            made_by: None,
+        })
     }
 
     /// `chart_data(#{split, size, seed, difficulty})`: the built-in generator's samples.

@@ -12,6 +12,7 @@ use crate::runs::RunError;
 use crate::script::host::{Host, HostError, HostRef};
 use crate::script::options::{apply, json_map, take};
 use crate::script::ExecObserver;
+use crate::sweep::{PlannedKind, PlannedRun};
 
 pub(super) fn register(engine: &mut Engine, host: &HostRef) {
     host_fn!(
@@ -53,7 +54,8 @@ impl Host {
             .map_err(|e| format!("evaluate: {e}"))?;
         let run = target.clone().try_cast::<RunRef>();
         let model = model_of(target, "evaluate")?;
-        let ready = !self.dry && model.ready && run.as_ref().is_none_or(|r| r.id.is_some());
+        let mine = self.plan_evaluation(run.as_ref(), &model, &data, &config)?;
+        let ready = !self.dry && mine && model.ready && run.as_ref().is_none_or(|r| r.id.is_some());
         if !ready {
             // A dry pass returns the same shape, with NaN for what sampling would measure.
             return Ok(eval_map(&EvalSummary::unmeasured(data.size, config.n), &ks));
@@ -76,6 +78,13 @@ impl Host {
             RunError::Stopped(m) => HostError::Interrupted(m),
             other => other.into(),
         })?;
+        if bare_model {
+            // A task that evaluated a bare model keys its `eval` run by the plan.
+            let task = self.planner.as_ref().and_then(|p| p.task.clone());
+            if let Some((key, _)) = task {
+                self.place(o.run.id, &key)?;
+            }
+        }
         if bare_model && !self.evaluated_models.contains(&o.run.name) {
             self.evaluated_models.push(o.run.name.clone());
         }
@@ -84,6 +93,64 @@ impl Host {
         out.insert("name".into(), o.name.into());
         out.extend(eval_map(&o.result.summary, &ks));
         Ok(out)
+    }
+
+    /// In a plan or task: notes the read of a run's results, or plans the evaluation of a
+    /// bare model as work of its own. Returns whether this pass carries the evaluation out
+    /// (a task evaluates only its own run or model).
+    fn plan_evaluation(
+        &mut self,
+        run: Option<&RunRef>,
+        model: &super::values::ModelRef,
+        data: &DataRef,
+        config: &EvalConfig,
+    ) -> Result<bool, HostError> {
+        let Some(planner) = &self.planner else {
+            return Ok(true);
+        };
+        if let Some(r) = run {
+            let mine = planner.is_task(&r.key);
+            self.read_run(&r.key);
+            return Ok(mine);
+        }
+        if !model.ready {
+            return Err(format!("evaluate: model {} does not exist", model.dir.display()).into());
+        }
+        let model_id = crate::runs::identity::model_identity(&model.dir)?;
+        let name = config.name(&data.spec.identity()?, &self.prompt, data.size);
+        let key = crate::runs::identity::identity_of(&serde_json::json!({
+            "kind": "eval", "model": model_id, "evaluation": name,
+        }));
+        let done = self
+            .store
+            .run_by_identity(&crate::runs::evaluate::model_run_identity(&model.dir)?)?
+            .map(|r| self.store.evaluation(r.id, 0, &name))
+            .transpose()?
+            .flatten()
+            .is_some();
+        let label = model.dir.file_name().map_or_else(
+            || model.dir.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
+        if let Some(p) = &mut self.planner {
+            p.record(PlannedRun {
+                key: key.clone(),
+                name: format!("eval-{label}"),
+                provisional: false,
+                kind: PlannedKind::Eval,
+                mode: "eval".into(),
+                size: data.size,
+                seed: None,
+                stage: 0,
+                depends_on: Vec::new(),
+                identity: None,
+                status: if done { "done" } else { "new" }.into(),
+                step: 0,
+                total_steps: 0,
+            });
+            return Ok(p.is_task(&key));
+        }
+        Ok(false)
     }
 
     /// Writes the report (`chartrl report`) of every run the script asked for into `out`
@@ -96,7 +163,9 @@ impl Host {
             return Err(format!("unknown report option `{k}` (valid: out)").into());
         }
         let dir = self.path(&out)?;
-        if self.dry {
+        // A plan writes nothing; a task's store holds one run (the report comes after the
+        // merge, from `chartrl exec` on the main store).
+        if self.dry || self.planner.is_some() {
             return Ok(dir.display().to_string());
         }
         let mut runs: Vec<crate::store::Run> = Vec::new();

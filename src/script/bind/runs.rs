@@ -15,6 +15,7 @@ use crate::script::host::{Host, HostError, HostRef};
 use crate::script::options::{apply, json_map, take};
 use crate::script::{Action, RunLine, ScriptReward};
 use crate::store::{NewRun, Status, Store};
+use crate::sweep::{PlannedKind, PlannedRun};
 use crate::train::{keys, WarmStartConfig};
 
 pub(super) fn register(engine: &mut Engine, host: &HostRef) {
@@ -76,7 +77,7 @@ impl Host {
             what: "warm-start".into(),
             model,
             name: req.name.clone(),
-            plan: || runs::plan_warm_start(&req),
+            plan: |model_id: &str| runs::plan_warm_start_for(&req, model_id),
             go: |store: &mut Store, new: &NewRun, obs: &mut dyn crate::train::Observer| {
                 runs::warm_start_planned(store, &req, new, &ClaimPolicy::default(), obs)
             },
@@ -123,7 +124,7 @@ impl Host {
             what: req.config.mode.name().to_string(),
             model,
             name: req.name.clone(),
-            plan: || runs::plan(&req),
+            plan: |model_id: &str| runs::plan_for(&req, model_id),
             go: |store: &mut Store, new: &NewRun, obs: &mut dyn crate::train::Observer| {
                 runs::train_planned(store, &req, new, &ClaimPolicy::default(), obs)
             },
@@ -165,17 +166,25 @@ impl Host {
         Ok((specs, custom))
     }
 
-    /// Plans (dry) or runs a request and records what became of it.
+    /// Plans (dry, plan, or another task's run) or runs a request and records what became
+    /// of it.
     fn execute<P, G>(&mut self, job: Job<P, G>) -> Result<RunRef, HostError>
     where
-        P: FnOnce() -> Result<NewRun, RunError>,
+        P: Fn(&str) -> Result<NewRun, RunError>,
         G: FnOnce(
             &mut Store,
             &NewRun,
             &mut dyn crate::train::Observer,
         ) -> Result<TrainOutcome, RunError>,
     {
-        if !job.model.ready && !self.dry {
+        let planning = self.planner.is_some();
+        // A real pass needs the model now; a plan only needs to know which run makes it.
+        let needed = if planning {
+            job.model.made_by.is_none()
+        } else {
+            !self.dry
+        };
+        if !job.model.ready && needed {
             return Err(format!(
                 "{}: its model {} does not exist (the run that makes it failed or did not finish)",
                 job.what,
@@ -183,28 +192,130 @@ impl Host {
             )
             .into());
         }
+        // The key names the input model by the run that makes it, so a plan knows it before
+        // that run has trained.
+        let keyed = |made_by: &str| (job.plan)(&format!("run:{made_by}"));
+        let key_of = |made_by: &str| keyed(made_by).map(|n| n.identity);
         if !job.model.ready {
-            // Its input model does not exist yet (a dry pass before the warm start ran).
-            let name = job
-                .name
-                .unwrap_or_else(|| format!("{}-(after its input model)", job.what));
-            self.line(&name, &job.what, Action::WouldStart, 0, 0, None);
-            return Ok(self.run_ref(None, name, job.what));
+            let keyed = match &job.model.made_by {
+                Some(k) if planning => Some(keyed(k)?),
+                _ => None,
+            };
+            return self.waiting(job, keyed);
         }
-        let new = (job.plan)()?;
-        if self.dry {
-            return self.planned(new, job.what);
+        let new = (job.plan)(&runs::identity::model_identity(&job.model.dir)?)?;
+        let key = match &job.model.made_by {
+            Some(k) if planning => key_of(k)?,
+            _ => new.identity.clone(),
+        };
+        let mine = self.planner.as_ref().map(|p| p.is_task(&key));
+        if planning {
+            let entry = self.planned_entry(&new, &key, &job.what, job.model.made_by.clone())?;
+            if let Some(p) = &mut self.planner {
+                p.record(entry);
+            }
+        }
+        if self.dry || mine == Some(false) {
+            return self.planned(new, job.what, key);
+        }
+        if mine == Some(true) {
+            let (run, _) = self.store.find_or_create_run(&new)?;
+            self.place(run.id, &key)?;
         }
         self.obs.on_run(&new.name, None);
         let start = std::time::Instant::now();
         match (job.go)(&mut self.store, &new, &mut *self.obs) {
-            Ok(o) => self.finished(o, job.what, start.elapsed().as_secs_f64()),
+            Ok(o) => self.finished(o, job.what, start.elapsed().as_secs_f64(), key),
             Err(e) => self.failed(e, new, job.what, job.keep_going),
         }
     }
 
+    /// A run whose input model does not exist yet (a dry pass or a plan before the run that
+    /// makes it has trained).
+    /// In a plan, `keyed` is the run as planned with its input model named by its key.
+    fn waiting<P, G>(
+        &mut self,
+        job: Job<P, G>,
+        keyed: Option<NewRun>,
+    ) -> Result<RunRef, HostError> {
+        let key = keyed.as_ref().map_or(String::new(), |n| n.identity.clone());
+        if self.planner.as_ref().is_some_and(|p| p.is_task(&key)) {
+            return Err(format!(
+                "{}: its model {} does not exist, though the run that makes it should have finished before this task",
+                job.what,
+                job.model.dir.display()
+            )
+            .into());
+        }
+        let name = job.name.clone().unwrap_or_else(|| {
+            if key.is_empty() {
+                format!("{}-(after its input model)", job.what)
+            } else {
+                format!("{}-(planned-{})", job.what, &key[..8])
+            }
+        });
+        if let Some(new) = keyed {
+            let mut entry = self.planned_entry(&new, &key, &job.what, job.model.made_by.clone())?;
+            entry.name = name.clone();
+            entry.provisional = job.name.is_none();
+            entry.identity = None;
+            entry.status = "waiting".into();
+            entry.step = 0;
+            if let Some(p) = &mut self.planner {
+                p.record(entry);
+            }
+        }
+        self.line(&name, &job.what, Action::WouldStart, 0, 0, None);
+        Ok(self.run_ref(None, name, job.what, key))
+    }
+
+    /// The plan's entry for a run whose identity is known.
+    fn planned_entry(
+        &self,
+        new: &NewRun,
+        key: &str,
+        what: &str,
+        made_by: Option<String>,
+    ) -> Result<PlannedRun, HostError> {
+        let stored = self.store.run_by_identity(&new.identity)?;
+        let (status, step) = match &stored {
+            Some(r) if r.status == Status::Done => ("done", r.step),
+            Some(r) => ("partial", r.step),
+            None => ("new", 0),
+        };
+        let options = &new.config["options"];
+        let size = ["subset_size", "samples"]
+            .iter()
+            .find_map(|k| options[k].as_u64())
+            .unwrap_or(0) as usize;
+        Ok(PlannedRun {
+            key: key.to_string(),
+            name: stored.map(|r| r.name).unwrap_or_else(|| new.name.clone()),
+            provisional: false,
+            kind: kind_of(what),
+            mode: what.to_string(),
+            size,
+            seed: options["seed"].as_u64(),
+            stage: 0,
+            depends_on: made_by.into_iter().collect(),
+            identity: Some(new.identity.clone()),
+            status: status.into(),
+            step,
+            total_steps: new.total_steps,
+        })
+    }
+
+    /// Records the task's key (and scheduler record) with the run it trained.
+    pub(super) fn place(&mut self, run_id: i64, key: &str) -> Result<(), HostError> {
+        if let Some((_, sched)) = self.planner.as_ref().and_then(|p| p.task.as_ref()) {
+            let sched = sched.clone();
+            self.store.set_placement(run_id, key, sched.as_ref())?;
+        }
+        Ok(())
+    }
+
     /// A dry pass's answer: whether the run would start, resume or be reused.
-    fn planned(&mut self, new: NewRun, what: String) -> Result<RunRef, HostError> {
+    fn planned(&mut self, new: NewRun, what: String, key: String) -> Result<RunRef, HostError> {
         let existing = self.store.run_by_identity(&new.identity)?;
         let (action, id, step) = match &existing {
             Some(r) if r.status == Status::Done => (Action::WouldReuse, Some(r.id), r.step),
@@ -214,7 +325,7 @@ impl Host {
         let name = existing.map(|r| r.name).unwrap_or(new.name);
         let last = id.and_then(|id| self.last_value(id));
         self.line(&name, &what, action, step, new.total_steps, last);
-        Ok(self.run_ref(id.filter(|_| action == Action::WouldReuse), name, what))
+        Ok(self.run_ref(id.filter(|_| action == Action::WouldReuse), name, what, key))
     }
 
     /// A run that trained, resumed, was reused, or stopped on a signal.
@@ -223,6 +334,7 @@ impl Host {
         o: TrainOutcome,
         what: String,
         seconds: f64,
+        key: String,
     ) -> Result<RunRef, HostError> {
         let action = match (o.ending, o.resumed_from) {
             (Ending::AlreadyDone, _) => Action::Reused,
@@ -254,6 +366,7 @@ impl Host {
             name: o.run.name,
             what,
             model_dir: o.model_dir,
+            key,
         })
     }
 
@@ -278,15 +391,16 @@ impl Host {
             "run `{}` failed (continue_on_error): {e}",
             new.name
         ));
-        Ok(self.run_ref(stored.map(|r| r.id), new.name, what))
+        Ok(self.run_ref(stored.map(|r| r.id), new.name, what, new.identity))
     }
 
-    fn run_ref(&self, id: Option<i64>, name: String, what: String) -> RunRef {
+    fn run_ref(&self, id: Option<i64>, name: String, what: String, key: String) -> RunRef {
         RunRef {
             id,
             model_dir: layout::final_model(&self.store.root(), &name),
             name,
             what,
+            key,
         }
     }
 
@@ -326,13 +440,22 @@ pub(super) fn model_of(v: Dynamic, what: &str) -> Result<ModelRef, HostError> {
         return Ok(m);
     }
     if let Some(r) = v.clone().try_cast::<RunRef>() {
-        return Ok(ModelRef::at(r.model_dir));
+        return Ok(ModelRef::of_run(&r));
     }
     Err(format!(
         "{what}: `model` must be a model(...) or a run, not {}",
         v.type_name()
     )
     .into())
+}
+
+/// A plan's kind for a run that does `what` (`warm-start` or a training mode).
+fn kind_of(what: &str) -> PlannedKind {
+    if what == "warm-start" {
+        PlannedKind::WarmStart
+    } else {
+        PlannedKind::Train
+    }
 }
 
 /// `name` and `continue_on_error`, taken out of a run's options.
