@@ -148,6 +148,8 @@ impl Host {
                 step: 0,
                 total_steps: 0,
             });
+            // The script has its result: what it asks for next waits for it.
+            p.read.insert(key.clone());
             return Ok(p.is_task(&key));
         }
         Ok(false)

@@ -226,13 +226,13 @@ impl Host {
         let start = std::time::Instant::now();
         match (job.go)(&mut self.store, &new, &mut *self.obs) {
             Ok(o) => self.finished(o, job.what, start.elapsed().as_secs_f64(), key),
-            Err(e) => self.failed(e, new, job.what, job.keep_going),
+            Err(e) => self.failed(e, new, job.what, job.keep_going, key),
         }
     }
 
     /// A run whose input model does not exist yet (a dry pass or a plan before the run that
-    /// makes it has trained).
-    /// In a plan, `keyed` is the run as planned with its input model named by its key.
+    /// makes it has trained). In a plan, `keyed` is the run with its input model named by
+    /// the key of the run that makes it.
     fn waiting<P, G>(
         &mut self,
         job: Job<P, G>,
@@ -377,6 +377,7 @@ impl Host {
         new: NewRun,
         what: String,
         keep_going: bool,
+        key: String,
     ) -> Result<RunRef, HostError> {
         let busy = matches!(e, RunError::Store(crate::store::StoreError::Busy { .. }));
         let action = if busy { Action::Busy } else { Action::Failed };
@@ -391,13 +392,13 @@ impl Host {
             "run `{}` failed (continue_on_error): {e}",
             new.name
         ));
-        Ok(self.run_ref(stored.map(|r| r.id), new.name, what, new.identity))
+        Ok(self.run_ref(stored.map(|r| r.id), new.name, what, key))
     }
 
     fn run_ref(&self, id: Option<i64>, name: String, what: String, key: String) -> RunRef {
         RunRef {
             id,
-            model_dir: layout::final_model(&self.store.root(), &name),
+            model_dir: layout::final_model(&self.root, &name),
             name,
             what,
             key,
