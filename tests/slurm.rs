@@ -144,10 +144,18 @@ fn tasks_run_one_by_one_merge_into_what_exec_gives() {
         ok(&["exec", "--plan-file", file, "--task", task], dir);
     }
     std::fs::write(dir.join("sweep.rhai"), &script).unwrap();
+    // Before the merge, `runs` and `report` read the task stores, writing no store.
+    let listed = ok(&["runs"], dir);
+    assert!(listed.contains("not merged yet"), "{listed}");
+    assert_eq!(listed.matches(" done ").count(), 4, "{listed}");
+    ok(&["report", "--out", "reports/early"], dir);
+    assert!(dir.join("reports/early/report.md").is_file());
+    assert!(!dir.join("runs/chartrl.db").exists());
     let first = ok(&["runs", "merge"], dir);
     assert!(first.contains("4 runs added"), "{first}");
     let db = dir.join("runs/chartrl.db");
     let merged = contents(&db);
+    assert!(!ok(&["runs"], dir).contains("not merged yet"));
     let twice = ok(&["runs", "merge"], dir);
     assert!(
         twice.contains("0 runs added, 0 replaced, 0 evaluations added"),

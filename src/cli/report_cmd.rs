@@ -31,8 +31,13 @@ pub struct ReportArgs {
 
 pub fn report(a: ReportArgs) -> anyhow::Result<()> {
     let start = std::time::Instant::now();
-    let store = Store::open_existing(&a.db)?;
-    let runs = report::select(&store, &a.selectors)?;
+    // A sweep's per-run stores not merged yet are read too (from a temporary merged copy).
+    let view = crate::sweep::StoreView::open(&a.db)?;
+    if view.unmerged() {
+        println!("reading the finished runs of per-run stores not merged yet as well (`chartrl runs merge` folds them in)");
+    }
+    let store = &view.store;
+    let runs = report::select(store, &a.selectors)?;
     let name = a.selectors.first().cloned().unwrap_or_else(|| "all".into());
     let out = a
         .out
@@ -47,7 +52,7 @@ pub fn report(a: ReportArgs) -> anyhow::Result<()> {
             }
         )
     });
-    let o = report::build(&store, &runs, &out, &title)?;
+    let o = report::build(store, &runs, &out, &title)?;
     for (run, w) in &o.warnings {
         println!(
             "warning: {run}: {}: {}\n  fix: {}",

@@ -56,7 +56,11 @@ pub fn run(a: RunsArgs) -> anyhow::Result<()> {
     let open = || Store::open_existing(&a.db);
     match a.command {
         None => {
-            let runs = open()?.list_runs()?;
+            let view = crate::sweep::StoreView::open(&a.db)?;
+            if view.unmerged() {
+                println!("(with the finished runs of per-run stores not merged yet: `chartrl runs merge` folds them in)");
+            }
+            let runs = view.store.list_runs()?;
             if runs.is_empty() {
                 println!("no runs in {} yet", a.db.display());
             } else {

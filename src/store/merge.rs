@@ -264,3 +264,40 @@ impl Store {
         id.map(|id| self.run_by_id(id)).transpose()
     }
 }
+
+impl Store {
+    /// Whether the store at `other` holds a done run, or an evaluation of one, that this
+    /// store lacks (what [`Store::merge_from`] with [`Pick::Done`] would add). Writes nothing.
+    pub fn lacks_from(&self, other: &Path) -> Result<bool, StoreError> {
+        self.conn
+            .execute("ATTACH DATABASE ?1 AS src", [other.display().to_string()])
+            .map_err(|e| StoreError::Open {
+                path: other.to_path_buf(),
+                source: e,
+            })?;
+        let found = self.conn.query_row(
+            "SELECT EXISTS (
+                 SELECT 1 FROM src.runs s WHERE s.status = 'done' AND NOT EXISTS (
+                     SELECT 1 FROM main.runs m WHERE m.identity = s.identity AND m.status = 'done'))
+             OR EXISTS (
+                 SELECT 1 FROM src.evaluations e JOIN src.runs s ON s.id = e.run_id
+                 WHERE s.status = 'done' AND NOT EXISTS (
+                     SELECT 1 FROM main.evaluations me JOIN main.runs m ON m.id = me.run_id
+                     WHERE m.identity = s.identity AND me.step = e.step AND me.name = e.name))",
+            [],
+            |r| r.get::<_, bool>(0),
+        );
+        let detached = self.conn.execute("DETACH DATABASE src", []);
+        let found = found?;
+        detached?;
+        Ok(found)
+    }
+
+    /// Writes a copy of this store to `path` (`VACUUM INTO`).
+    pub fn copy_to(&self, path: &Path) -> Result<(), StoreError> {
+        self.conn
+            .execute("VACUUM INTO ?1", [path.display().to_string()])
+            .map_err(|e| StoreError::from(e).at(path))?;
+        Ok(())
+    }
+}

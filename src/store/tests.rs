@@ -269,7 +269,9 @@ fn merging_copies_done_runs_replaces_unfinished_ones_and_is_idempotent() {
     // The main store holds r1 unfinished: the done copy replaces it.
     let (stale, _) = main.find_or_create_run(&new_run("aa11", "r1")).unwrap();
     log(&mut main, stale.id, 0, 9.0);
+    assert!(main.lacks_from(&task_db).unwrap());
     let o = main.merge_from(&task_db, &Pick::Done).unwrap();
+    assert!(!main.lacks_from(&task_db).unwrap());
     assert_eq!((o.added, o.replaced, o.present), (0, 1, 0));
     assert_eq!(o.evaluations_added, 1);
     let r1 = main.find_run("r1").unwrap();

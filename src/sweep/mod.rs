@@ -128,3 +128,71 @@ pub fn merge_all(
     }
     Ok(out)
 }
+
+/// The main store as `chartrl runs` and `chartrl report` see it: with the finished runs of
+/// per-run stores not merged yet folded into a temporary copy, so a sweep's results show
+/// while it runs. Neither the main store nor the task stores are written; the copy is
+/// removed when the view is dropped.
+pub struct StoreView {
+    pub store: crate::store::Store,
+    copy: Option<PathBuf>,
+}
+
+impl StoreView {
+    /// The store at `db`, or the merged copy when a per-run store holds something it lacks.
+    pub fn open(db: &Path) -> Result<Self, SweepError> {
+        use crate::store::{Pick, Store};
+        let tasks = task_stores(db)?;
+        // A sweep submitted before anything ran here has task stores and no main store.
+        let main = match Store::open_existing(db) {
+            Err(crate::store::StoreError::Missing(_)) if !tasks.is_empty() => None,
+            other => Some(other?),
+        };
+        let mut unmerged = Vec::new();
+        for t in tasks {
+            if main.as_ref().map_or(Ok(true), |m| m.lacks_from(&t))? {
+                unmerged.push(t);
+            }
+        }
+        let main = match main {
+            Some(m) if unmerged.is_empty() => {
+                return Ok(Self {
+                    store: m,
+                    copy: None,
+                })
+            }
+            other => other,
+        };
+        let copy = std::env::temp_dir().join(format!(
+            "chartrl-view-{}-{}.db",
+            std::process::id(),
+            crate::store::now().to_bits()
+        ));
+        if let Some(m) = &main {
+            m.copy_to(&copy)?;
+        }
+        let mut view = Self {
+            store: Store::open(&copy)?,
+            copy: Some(copy),
+        };
+        for t in &unmerged {
+            view.store.merge_from(t, &Pick::Done)?;
+        }
+        Ok(view)
+    }
+
+    /// Whether the view is a merged copy (else it is the main store itself).
+    pub fn unmerged(&self) -> bool {
+        self.copy.is_some()
+    }
+}
+
+impl Drop for StoreView {
+    fn drop(&mut self) {
+        if let Some(copy) = &self.copy {
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", copy.display()));
+            }
+        }
+    }
+}
