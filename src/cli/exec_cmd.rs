@@ -63,13 +63,6 @@ pub struct ExecArgs {
     jobs: Option<usize>,
 }
 
-impl ExecArgs {
-    /// `--set` as a map.
-    pub(super) fn sets(&self) -> anyhow::Result<BTreeMap<String, String>> {
-        parse_sets(&self.set)
-    }
-}
-
 /// `--set NAME=VALUE` flags as a map.
 pub(super) fn parse_sets(flags: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
     let mut sets = BTreeMap::new();
@@ -90,7 +83,7 @@ pub fn run(a: ExecArgs) -> anyhow::Result<()> {
     let stop = super::signals::stop_flag()?;
     let opts = ExecOptions {
         script: script.clone(),
-        sets: a.sets()?,
+        sets: parse_sets(&a.set)?,
         dry_run: a.dry_run,
         db: a.db.clone(),
         stop: Some(stop.clone()),

@@ -10,7 +10,7 @@ use clap::{Args, Subcommand};
 use super::exec_cmd::{parse_sets, print_summary, run_with_console, Silent};
 use super::train_cmd::DEFAULT_DB;
 use crate::device::DeviceSpec;
-use crate::script::{self, ExecOptions, Pass};
+use crate::script::{self, Action, ExecOptions, Pass};
 use crate::store::Store;
 use crate::sweep::{self, PlanFile, PlannedRun, Scheduler, Slurm, SlurmOptions};
 
@@ -101,7 +101,7 @@ pub fn run_task(
     let db = sweep::task_store(&plan.db, &entry.key);
     {
         let mut store = Store::open(&db)?;
-        sweep::gather_upstream(&plan, task, &mut store)?;
+        sweep::gather_upstream(&plan, task, &entry, &mut store)?;
     }
     let env = SlurmEnv::read();
     let stop = super::signals::stop_flag_with_warning()?;
@@ -133,9 +133,12 @@ pub fn run_task(
             }
             // The other runs of the plan are other tasks' work.
             let mut summary = summary;
-            summary
-                .runs
-                .retain(|r| !r.action.as_str().starts_with("would"));
+            summary.runs.retain(|r| {
+                !matches!(
+                    r.action,
+                    Action::WouldStart | Action::WouldResume | Action::WouldReuse
+                )
+            });
             print_summary(&summary, "did", &plan.script)
         }
         Err(e) if super::signals::is_warning(stop.load(std::sync::atomic::Ordering::Relaxed)) => {
@@ -422,12 +425,13 @@ fn status(plan_file: Option<PathBuf>, db: &Path) -> anyhow::Result<()> {
         "#", "STAGE", "NAME", "SLURM", "STORE"
     );
     for (i, r) in plan.runs.iter().enumerate() {
-        let slurm_state = job_of(i)
-            .and_then(|j| queue.iter().find(|q| q.id == format!("{j}_{i}")))
-            .map_or_else(
-                || if job_of(i).is_some() { "ended" } else { "-" }.to_string(),
-                |q| q.state.to_lowercase(),
-            );
+        let slurm_state = match job_of(i) {
+            None => "-".to_string(),
+            Some(j) => queue
+                .iter()
+                .find(|q| q.id == format!("{j}_{i}"))
+                .map_or("ended".to_string(), |q| q.state.to_lowercase()),
+        };
         let (name, state, step) = progress(&plan, r, main.as_ref());
         println!(
             "  {i:>3} {:>5}  {:<40} {:<14} {:<12} {step}",

@@ -10,7 +10,7 @@
 
 use std::path::Path;
 
-use rusqlite::{params, OptionalExtension, Transaction, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
 use super::{schema, Store, StoreError};
 
@@ -46,22 +46,31 @@ impl Store {
         // Opening it brings an older file's schema up to date (and refuses a newer one).
         drop(Store::open_existing(other)?);
         let path = self.path.clone();
+        self.with_attached(other, |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let out = merge_picked(&tx, pick)?;
+            tx.commit()?;
+            Ok(out)
+        })
+        .map_err(|e| e.at(&path))
+    }
+
+    /// Runs `f` with the store at `other` attached as `src`, detaching it afterwards
+    /// whatever `f` returned.
+    fn with_attached<T>(
+        &mut self,
+        other: &Path,
+        f: impl FnOnce(&mut Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         self.conn
             .execute("ATTACH DATABASE ?1 AS src", [other.display().to_string()])
             .map_err(|e| StoreError::Open {
                 path: other.to_path_buf(),
                 source: e,
             })?;
-        let result = (|| {
-            let tx = self
-                .conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let out = merge_picked(&tx, pick)?;
-            tx.commit()?;
-            Ok(out)
-        })();
+        let result = f(&mut self.conn);
         let detached = self.conn.execute("DETACH DATABASE src", []);
-        let out = result.map_err(|e: StoreError| e.at(&path))?;
+        let out = result?;
         detached?;
         Ok(out)
     }
@@ -268,15 +277,10 @@ impl Store {
 impl Store {
     /// Whether the store at `other` holds a done run, or an evaluation of one, that this
     /// store lacks (what [`Store::merge_from`] with [`Pick::Done`] would add). Writes nothing.
-    pub fn lacks_from(&self, other: &Path) -> Result<bool, StoreError> {
-        self.conn
-            .execute("ATTACH DATABASE ?1 AS src", [other.display().to_string()])
-            .map_err(|e| StoreError::Open {
-                path: other.to_path_buf(),
-                source: e,
-            })?;
-        let found = self.conn.query_row(
-            "SELECT EXISTS (
+    pub fn lacks_from(&mut self, other: &Path) -> Result<bool, StoreError> {
+        self.with_attached(other, |conn| {
+            Ok(conn.query_row(
+                "SELECT EXISTS (
                  SELECT 1 FROM src.runs s WHERE s.status = 'done' AND NOT EXISTS (
                      SELECT 1 FROM main.runs m WHERE m.identity = s.identity AND m.status = 'done'))
              OR EXISTS (
@@ -284,13 +288,10 @@ impl Store {
                  WHERE s.status = 'done' AND NOT EXISTS (
                      SELECT 1 FROM main.evaluations me JOIN main.runs m ON m.id = me.run_id
                      WHERE m.identity = s.identity AND me.step = e.step AND me.name = e.name))",
-            [],
-            |r| r.get::<_, bool>(0),
-        );
-        let detached = self.conn.execute("DETACH DATABASE src", []);
-        let found = found?;
-        detached?;
-        Ok(found)
+                [],
+                |r| r.get::<_, bool>(0),
+            )?)
+        })
     }
 
     /// Writes a copy of this store to `path` (`VACUUM INTO`).

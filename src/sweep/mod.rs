@@ -83,15 +83,15 @@ pub fn task_stores(db: &Path) -> Result<Vec<PathBuf>, SweepError> {
     Ok(out)
 }
 
-/// Brings into the task's store the runs planned run `task` builds on: from the main store
+/// Brings into the task's store the runs planned run `task` (`me`) builds on: from the main store
 /// when they were done before the submission, else from their own task's store.
 pub fn gather_upstream(
     plan: &PlanFile,
     task: usize,
+    me: &PlannedRun,
     store: &mut crate::store::Store,
 ) -> Result<(), SweepError> {
     use crate::store::Pick;
-    let me = &plan.runs[task];
     for up in plan.upstream(&me.key) {
         let missing = |why: String| SweepError::Upstream {
             task,
@@ -144,13 +144,13 @@ impl StoreView {
         use crate::store::{Pick, Store};
         let tasks = task_stores(db)?;
         // A sweep submitted before anything ran here has task stores and no main store.
-        let main = match Store::open_existing(db) {
+        let mut main = match Store::open_existing(db) {
             Err(crate::store::StoreError::Missing(_)) if !tasks.is_empty() => None,
             other => Some(other?),
         };
         let mut unmerged = Vec::new();
         for t in tasks {
-            if main.as_ref().map_or(Ok(true), |m| m.lacks_from(&t))? {
+            if main.as_mut().map_or(Ok(true), |m| m.lacks_from(&t))? {
                 unmerged.push(t);
             }
         }
