@@ -7,6 +7,10 @@
 //! [`worker_threads`] threads. Results never depend on the thread count: items are combined
 //! in their original order.
 
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+
 /// Worker threads: `CHARTRL_THREADS`, else the machine's available parallelism.
 pub fn worker_threads() -> usize {
     std::env::var("CHARTRL_THREADS")
@@ -52,6 +56,73 @@ where
     })
 }
 
+/// Applies `f` to items `0..n` on up to [`worker_threads`] threads, each thread taking the next
+/// item as it frees up (pieces of uneven cost balance themselves), and hands every result to
+/// `fold` in item order as soon as the items before it are done. So `fold` sees the same
+/// sequence whatever the thread count, and at most about one result per thread waits. The
+/// first error (from `f`, `fold`, or `on_panic()` for a panicking worker) stops the work.
+pub fn fold_in_order<R, E, F, G, P>(n: usize, f: F, mut fold: G, on_panic: P) -> Result<(), E>
+where
+    R: Send,
+    E: Send,
+    F: Fn(usize) -> Result<R, E> + Sync,
+    G: FnMut(usize, R) -> Result<(), E>,
+    P: Fn() -> E,
+{
+    let workers = worker_threads().min(n).max(1);
+    if workers == 1 {
+        return (0..n).try_for_each(|i| fold(i, f(i)?));
+    }
+    let next = AtomicUsize::new(0);
+    let (tx, rx) = mpsc::channel::<(usize, Result<R, E>)>();
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                let (f, next, tx) = (&f, &next, tx.clone());
+                scope.spawn(move || loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= n || tx.send((i, f(i))).is_err() {
+                        break;
+                    }
+                })
+            })
+            .collect();
+        drop(tx);
+        let folded = fold_arrivals(rx, n, &mut fold);
+        if folded.is_err() {
+            next.store(n, Ordering::Relaxed);
+        }
+        // Joined handles keep a worker's panic from resurfacing when the scope ends.
+        let panicked = handles.into_iter().any(|h| h.join().is_err());
+        match folded {
+            Ok(due) if due < n || panicked => Err(on_panic()),
+            Ok(_) => Ok(()),
+            Err(e) => Err(e),
+        }
+    })
+}
+
+/// Folds results arriving in any order in item order; returns how many were folded.
+fn fold_arrivals<R, E>(
+    rx: mpsc::Receiver<(usize, Result<R, E>)>,
+    n: usize,
+    fold: &mut impl FnMut(usize, R) -> Result<(), E>,
+) -> Result<usize, E> {
+    let mut waiting = BTreeMap::new();
+    let mut due = 0;
+    for (i, r) in rx.iter() {
+        waiting.insert(i, r);
+        while let Some(r) = waiting.remove(&due) {
+            fold(due, r?)?;
+            due += 1;
+        }
+        if due == n {
+            break;
+        }
+    }
+    Ok(due)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -62,5 +133,59 @@ mod tests {
         let out = map_chunks(&items, |i, &x| Ok::<_, ()>((i, x * 10)), || ());
         let got: Vec<(usize, usize)> = out.into_iter().map(Result::unwrap).collect();
         assert_eq!(got, (0..7).map(|i| (i, i * 10)).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn the_fold_sees_items_in_order_and_stops_at_the_first_error() {
+        let mut seen = Vec::new();
+        // Later items finish first, so the fold must hold them back.
+        let slow_first = |i: usize| {
+            std::thread::sleep(std::time::Duration::from_millis(((7 - i) * 3) as u64));
+            Ok::<_, String>(i * 10)
+        };
+        fold_in_order(
+            7,
+            slow_first,
+            |i, r| {
+                seen.push((i, r));
+                Ok(())
+            },
+            || "panic".into(),
+        )
+        .unwrap();
+        assert_eq!(seen, (0..7).map(|i| (i, i * 10)).collect::<Vec<_>>());
+        let mut folded = 0;
+        let err = fold_in_order(
+            50,
+            |i| {
+                if i == 3 {
+                    Err(format!("item {i}"))
+                } else {
+                    Ok(i)
+                }
+            },
+            |_, _| {
+                folded += 1;
+                Ok(())
+            },
+            || "panic".into(),
+        );
+        assert_eq!(err, Err("item 3".to_string()));
+        assert_eq!(folded, 3);
+        if super::worker_threads() > 1 {
+            let panicked = fold_in_order(
+                4,
+                |i| {
+                    if i == 2 {
+                        panic!("worker")
+                    } else {
+                        Ok::<_, String>(i)
+                    }
+                },
+                |_, _| Ok(()),
+                || "a worker panicked".into(),
+            );
+            assert_eq!(panicked, Err("a worker panicked".to_string()));
+        }
     }
 }

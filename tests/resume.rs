@@ -368,6 +368,28 @@ fn an_interrupted_warm_start_resumes_exactly_and_is_reused_when_done() {
     assert_eq!(store.evaluations(run.id).unwrap().len(), 1);
 }
 
+/// A warm start's pieces do not follow the thread count, and their gradients are summed in
+/// piece order, so one thread and three give the same run bit for bit.
+#[test]
+fn a_warm_start_gives_the_same_run_on_any_thread_count() {
+    let mut records = Vec::new();
+    for threads in ["1", "3"] {
+        let tmp = tempfile::tempdir().unwrap();
+        init_model(tmp.path());
+        let status = Command::new(env!("CARGO_BIN_EXE_chartrl"))
+            .args(WARM)
+            .current_dir(tmp.path())
+            .env_remove("RUST_LOG")
+            .env("CHARTRL_THREADS", threads)
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "CHARTRL_THREADS={threads}");
+        records.push(record(tmp.path()));
+    }
+    assert_same(&records[1], &records[0], "3 threads against 1");
+}
+
 #[test]
 fn a_copied_runs_directory_resumes_elsewhere() {
     let want = reference();

@@ -551,9 +551,8 @@ mod local {
     ) -> anyhow::Result<Vec<String>> {
         let logs = file.with_file_name("logs");
         crate::fsx::create_dir_all(&logs)?;
-        // Each task keeps this process's thread count: a warm start's pieces (and so its
-        // float sums) follow it, and the merged runs must equal a plain `exec`'s.
-        let threads = crate::parallel::worker_threads();
+        // The tasks share this process's threads; results do not depend on the split.
+        let threads = (crate::parallel::worker_threads() / jobs.max(1)).max(1);
         let mut finished: BTreeSet<String> = plan
             .runs
             .iter()

@@ -11,22 +11,24 @@ use std::collections::BTreeMap;
 use candle_core::{DType, Result, Tensor};
 
 use crate::model::Params;
-use crate::parallel::map_chunks;
+use crate::parallel::fold_in_order;
 
 /// Gradient of each parameter that received one, by Hugging Face name.
 pub type Grads = BTreeMap<String, Tensor>;
 
 /// Runs `loss_of(i)` for every piece `0..pieces`, back-propagates each, and returns the summed
-/// gradients with each piece's side value `T` (its metrics), in piece order.
+/// gradients with each piece's side value `T` (its metrics), in piece order. Threads take the
+/// next piece as they free up; the sums are made in piece order all the same.
 pub fn backward_pieces<T, F>(params: &Params, pieces: usize, loss_of: F) -> Result<(Grads, Vec<T>)>
 where
     T: Send,
     F: Fn(usize) -> Result<(Tensor, T)> + Sync,
 {
-    let ids: Vec<usize> = (0..pieces).collect();
-    let results = map_chunks(
-        &ids,
-        |_, &i| {
+    let mut total = Grads::new();
+    let mut sides = Vec::with_capacity(pieces);
+    fold_in_order(
+        pieces,
+        |i| {
             let (loss, side) = loss_of(i)?;
             let store = loss.backward()?;
             let mut grads = Grads::new();
@@ -37,21 +39,19 @@ where
             }
             Ok((grads, side))
         },
+        |_, (grads, side)| {
+            for (name, g) in grads {
+                let sum = match total.remove(&name) {
+                    Some(acc) => (acc + g)?,
+                    None => g,
+                };
+                total.insert(name, sum);
+            }
+            sides.push(side);
+            Ok(())
+        },
         || candle_core::Error::Msg("a backward thread panicked".into()),
-    );
-    let mut total = Grads::new();
-    let mut sides = Vec::with_capacity(pieces);
-    for r in results {
-        let (grads, side) = r?;
-        for (name, g) in grads {
-            let sum = match total.remove(&name) {
-                Some(acc) => (acc + g)?,
-                None => g,
-            };
-            total.insert(name, sum);
-        }
-        sides.push(side);
-    }
+    )?;
     Ok((total, sides))
 }
 
