@@ -9,6 +9,7 @@
 mod chat;
 mod config;
 mod export;
+mod few_rows;
 mod fused;
 mod init;
 mod kv_cache;

@@ -9,7 +9,7 @@
 
 use candle_core::{DType, Result, Tensor, D};
 
-use super::fused;
+use super::{few_rows, fused};
 
 /// Which implementation of the non-differentiable-by-default ops to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,6 +18,23 @@ pub enum OpPath {
     Differentiable,
     /// candle-nn's fused kernels: no backward, for sampling only.
     Fused,
+}
+
+/// `x · wᵀ (+ b)` for a weight `w` of shape `(out, in)`. Sampling (the fused path) with few
+/// rows, on f32 CPU tensors, takes the few-rows kernel (`few_rows.rs`); everything else
+/// candle's matmul.
+pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>, path: OpPath) -> Result<Tensor> {
+    let rows = x.elem_count() / x.dim(D::Minus1)?.max(1);
+    let y = if path == OpPath::Fused && rows <= few_rows::MAX_ROWS && cpu_f32(x) && cpu_f32(w) {
+        x.contiguous()?
+            .apply_op2_no_bwd(&w.contiguous()?, &few_rows::FewRows)?
+    } else {
+        x.broadcast_matmul(&w.t()?)?
+    };
+    match b {
+        Some(b) => y.broadcast_add(b),
+        None => Ok(y),
+    }
 }
 
 /// Root-mean-square normalisation, computed in f32 as Hugging Face's `Qwen2RMSNorm` does.

@@ -4,7 +4,7 @@
 use candle_core::{DType, Device, Result, Tensor, D};
 
 use super::kv_cache::KvCache;
-use super::ops::{self, OpPath};
+use super::ops::{self, linear, OpPath};
 use super::{Params, Qwen2Config};
 
 /// Precomputed RoPE tables, `(positions, head_dim / 2)`.
@@ -79,27 +79,28 @@ struct Proj {
     gate_w: Tensor,
     up_w: Tensor,
     down_w: Tensor,
+    path: OpPath,
 }
 
 impl Proj {
     /// Queries, keys and values `(batch, seq, heads * head_dim)`.
     fn qkv(&self, x: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
         Ok((
-            linear(x, &self.q_w, Some(&self.q_b))?,
-            linear(x, &self.k_w, Some(&self.k_b))?,
-            linear(x, &self.v_w, Some(&self.v_b))?,
+            linear(x, &self.q_w, Some(&self.q_b), self.path)?,
+            linear(x, &self.k_w, Some(&self.k_b), self.path)?,
+            linear(x, &self.v_w, Some(&self.v_b), self.path)?,
         ))
     }
 
     fn out(&self, x: &Tensor) -> Result<Tensor> {
-        linear(x, &self.o_w, None)
+        linear(x, &self.o_w, None, self.path)
     }
 
     /// SwiGLU: `down(silu(gate(x)) * up(x))`.
     fn mlp(&self, x: &Tensor) -> Result<Tensor> {
-        let gate = linear(x, &self.gate_w, None)?.silu()?;
-        let up = linear(x, &self.up_w, None)?;
-        linear(&(gate * up)?, &self.down_w, None)
+        let gate = linear(x, &self.gate_w, None, self.path)?.silu()?;
+        let up = linear(x, &self.up_w, None, self.path)?;
+        linear(&(gate * up)?, &self.down_w, None, self.path)
     }
 }
 
@@ -113,14 +114,6 @@ pub struct Qwen2 {
     lm_head: Tensor,
     rope: Rope,
     path: OpPath,
-}
-
-fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
-    let y = x.broadcast_matmul(&w.t()?)?;
-    match b {
-        Some(b) => y.broadcast_add(b),
-        None => Ok(y),
-    }
 }
 
 impl Qwen2 {
@@ -156,6 +149,7 @@ impl Qwen2 {
                 gate_w: get(&p("mlp.gate_proj.weight"))?,
                 up_w: get(&p("mlp.up_proj.weight"))?,
                 down_w: get(&p("mlp.down_proj.weight"))?,
+                path,
             };
             layers.push(Layer {
                 input_norm: get(&p("input_layernorm.weight"))?,
@@ -276,7 +270,7 @@ impl Qwen2 {
 
     /// Vocabulary logits for hidden states `(batch, seq, hidden)`.
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
-        linear(hidden, &self.lm_head, None)
+        linear(hidden, &self.lm_head, None, self.path)
     }
 
     #[allow(clippy::too_many_arguments)]

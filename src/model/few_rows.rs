@@ -1,0 +1,162 @@
+//! The matrix product of a decoding step: a few rows (one per sequence being sampled) against
+//! a weight matrix, `y = x · wᵀ`, on f32 CPU tensors.
+//!
+//! A general matrix kernel copies ("packs") the whole weight into its own layout on every call
+//! so that many rows can reuse it; with 2-16 rows there is nothing to amortise that over, and
+//! in `perf` the packing was half of a decoding step. This kernel reads each weight row once,
+//! in place, and takes its dot products with every input row while it sits in L1. Sampling
+//! only (no backward); the training forward keeps candle's matmul.
+
+use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape};
+
+/// At most this many rows take the few-rows kernel; more go to the general matrix kernel,
+/// whose packing they amortise.
+pub const MAX_ROWS: usize = 16;
+
+/// `y = x · wᵀ` for `x` of shape `(..., k)` and `w` of shape `(n, k)`, both contiguous f32.
+pub struct FewRows;
+
+impl CustomOp2 for FewRows {
+    fn name(&self) -> &'static str {
+        "chartrl-few-rows-matmul"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (Some((a1, b1)), Some((a2, b2))) = (l1.contiguous_offsets(), l2.contiguous_offsets())
+        else {
+            candle_core::bail!("{}: inputs must be contiguous", self.name());
+        };
+        let (x, w) = (
+            &s1.as_slice::<f32>()?[a1..b1],
+            &s2.as_slice::<f32>()?[a2..b2],
+        );
+        let (n, k) = l2.shape().dims2()?;
+        let dims = l1.dims();
+        if k == 0 || dims.last() != Some(&k) {
+            candle_core::bail!(
+                "{}: rows of {:?} against a {n}x{k} weight",
+                self.name(),
+                dims
+            );
+        }
+        let m = x.len() / k.max(1);
+        let mut y = vec![0f32; m * n];
+        matmul_t(x, w, k, &mut y);
+        let mut out = dims.to_vec();
+        if let Some(last) = out.last_mut() {
+            *last = n;
+        }
+        Ok((CpuStorage::F32(y), Shape::from(out)))
+    }
+}
+
+/// `y[i][j] = x_i · w_j` for rows of `k` (the AVX2 kernel where the CPU has it).
+fn matmul_t(x: &[f32], w: &[f32], k: usize, y: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has AVX2 and FMA (checked above).
+        unsafe { avx2::matmul_t(x, w, k, y) };
+        return;
+    }
+    matmul_t_portable(x, w, k, y);
+}
+
+fn matmul_t_portable(x: &[f32], w: &[f32], k: usize, y: &mut [f32]) {
+    let n = w.len() / k.max(1);
+    for (j, wj) in w.chunks_exact(k).enumerate() {
+        for (i, xi) in x.chunks_exact(k).enumerate() {
+            y[i * n + j] = xi.iter().zip(wj).map(|(a, b)| a * b).sum();
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    /// Four weight rows at a time against every input row: four 8-wide accumulators per
+    /// input row, the weight rows staying in L1 across the input rows.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn matmul_t(x: &[f32], w: &[f32], k: usize, y: &mut [f32]) {
+        let n = w.len() / k.max(1);
+        let k8 = k - k % 8;
+        let mut j0 = 0;
+        while j0 < n {
+            let rows = (n - j0).min(4);
+            let wp: [*const f32; 4] =
+                std::array::from_fn(|r| w[(j0 + r.min(rows - 1)) * k..].as_ptr());
+            for (i, xi) in x.chunks_exact(k).enumerate() {
+                let mut acc = [_mm256_setzero_ps(); 4];
+                let mut c = 0;
+                while c < k8 {
+                    let xv = _mm256_loadu_ps(xi.as_ptr().add(c));
+                    for r in 0..4 {
+                        acc[r] = _mm256_fmadd_ps(xv, _mm256_loadu_ps(wp[r].add(c)), acc[r]);
+                    }
+                    c += 8;
+                }
+                for (r, a) in acc.iter().enumerate().take(rows) {
+                    let tail = std::slice::from_raw_parts(wp[r].add(k8), k - k8);
+                    let s: f32 = xi[k8..].iter().zip(tail).map(|(a, b)| a * b).sum();
+                    y[i * n + j0 + r] = hsum(*a) + s;
+                }
+            }
+            j0 += rows;
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn hsum(v: __m256) -> f32 {
+        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+        _mm_cvtss_f32(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Tensor};
+
+    /// Against candle's matmul, on shapes with and without a remainder of 8 and of 4 rows.
+    #[test]
+    fn matches_the_general_matmul() {
+        let dev = Device::Cpu;
+        for (m, k, n) in [(1, 256, 768), (8, 64, 5), (3, 37, 9), (16, 704, 256)] {
+            let x = Tensor::randn(0f32, 1.0, (1, m, k), &dev).unwrap();
+            let w = Tensor::randn(0f32, 1.0, (n, k), &dev).unwrap();
+            let want = x.broadcast_matmul(&w.t().unwrap()).unwrap();
+            let got = x.apply_op2(&w, FewRows).unwrap();
+            assert_eq!(got.dims(), &[1, m, n]);
+            let diff = (got - &want)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(0)
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(diff < 1e-3, "({m}, {k}, {n}): {diff}");
+            let mut portable = vec![0f32; m * n];
+            let (xv, wv) = (
+                x.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                w.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            );
+            matmul_t_portable(&xv, &wv, k, &mut portable);
+            let fast: Vec<f32> = want.flatten_all().unwrap().to_vec1().unwrap();
+            assert!(portable
+                .iter()
+                .zip(&fast)
+                .all(|(a, b)| (a - b).abs() < 1e-3));
+        }
+    }
+}
