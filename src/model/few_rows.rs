@@ -57,7 +57,7 @@ impl CustomOp2 for FewRows {
 }
 
 /// `y[i][j] = x_i · w_j` for rows of `k` (the AVX2 kernel where the CPU has it).
-fn matmul_t(x: &[f32], w: &[f32], k: usize, y: &mut [f32]) {
+pub fn matmul_t(x: &[f32], w: &[f32], k: usize, y: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU has AVX2 and FMA (checked above).

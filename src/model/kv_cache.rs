@@ -21,6 +21,16 @@ impl KvCache {
         self.len == 0
     }
 
+    /// Positions the buffers hold.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Each layer's key and value buffers, `(rows, kv_heads, capacity, head_dim)`.
+    pub fn into_buffers(self) -> Vec<(Tensor, Tensor)> {
+        self.layers
+    }
+
     /// Writes this step's keys and values of `layer` at the current length and returns the
     /// keys and values of every position so far (views into the buffers, no copy).
     pub fn append(&mut self, layer: usize, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {

@@ -8,6 +8,7 @@
 
 mod chat;
 mod config;
+mod decode;
 mod export;
 mod few_rows;
 mod fused;

@@ -4,7 +4,8 @@
 //! silently cut the graph. The training forward therefore uses, on f32 CPU tensors, chartrl's
 //! own kernels with a backward (`fused.rs`), and elsewhere (CUDA, half precision) the
 //! compositions below, built from differentiable primitives; the sampling forward (no graph)
-//! uses candle-nn's kernels. Tests hold all three against each other, in value and gradient,
+//! uses candle-nn's kernels, and for decoding's few-row matrix products chartrl's own
+//! (`few_rows.rs`). Tests hold all three against each other, in value and gradient,
 //! and against candle-transformers' qwen2.
 
 use candle_core::{DType, Result, Tensor, D};

@@ -9,9 +9,10 @@ use rand_chacha::ChaCha8Rng;
 
 use super::chat::{ChatMessage, ChatTemplate};
 use super::config::{Preset, Qwen2Config};
+use super::decode::Decoding;
 use super::kv_cache::KvCache;
 use super::ops::OpPath;
-use super::qwen2::{gather_logprobs, Attend, Qwen2, Rope, Rows};
+use super::qwen2::{gather_logprobs, Attend, Qwen2, Rope};
 use super::sampling::{sample_token, Completion, SamplingParams};
 use super::{init, ChatTokenizer, ModelError, Params, Result};
 use crate::data::PromptFormat;
@@ -450,9 +451,10 @@ impl Policy {
         let net = self.network(false)?;
         let rows = prompts.len() * n;
         let capacity = cache_capacity(longest, params);
-        let (mut cache, first_logits) = self.prefill(&net, prompts, n, capacity)?;
-        let dev = &self.device;
-        let key_mask = left_pad_mask(prompts, n, capacity, self.params.dtype(), dev)?;
+        let (cache, first_logits) = self.prefill(&net, prompts, n, capacity)?;
+        let key_mask = left_pad_mask(prompts, n, capacity, self.params.dtype(), &self.device)?;
+        let left: Vec<usize> = (0..rows).map(|r| longest - prompts[r / n].len()).collect();
+        let mut decoding = Decoding::new(&net, cache, left, key_mask)?;
         let mut logits: Vec<Vec<f32>> = first_logits
             .into_iter()
             .flat_map(|l| std::iter::repeat_n(l, n))
@@ -485,17 +487,7 @@ impl Policy {
             let positions: Vec<u32> = (0..rows)
                 .map(|r| (prompts[r / n].len() + step) as u32)
                 .collect();
-            let step_rows = Rows {
-                positions: Tensor::from_vec(positions, (rows, 1), dev)?,
-                key_mask: key_mask.clone(),
-            };
-            let ids = Tensor::from_vec(inputs, (rows, 1), dev)?;
-            let (h, _) = net.forward_rows(&ids, Attend::Cache(&mut cache), Some(&step_rows))?;
-            logits = net
-                .logits(&h)?
-                .squeeze(1)?
-                .to_dtype(DType::F32)?
-                .to_vec2()?;
+            logits = decoding.step(&net, &inputs, &positions)?;
         }
         for row in &mut out {
             let body = match row.tokens.last() {
@@ -517,7 +509,7 @@ impl Policy {
     /// Runs each prompt once and lays its keys and values into `n` rows of a shared cache,
     /// right-aligned at slot `longest` (left padding). Returns the cache and each prompt's
     /// next-token logits.
-    fn prefill(
+    pub(super) fn prefill(
         &self,
         net: &Qwen2,
         prompts: &[Vec<u32>],
@@ -574,7 +566,7 @@ fn place_rows(kv: &Tensor, n: usize, left: usize, right: usize) -> Result<Tensor
 
 /// `(rows, 1, 1, capacity)` with `-inf` on each row's left padding, or `None` when every prompt
 /// has the same length.
-fn left_pad_mask(
+pub(super) fn left_pad_mask(
     prompts: &[Vec<u32>],
     n: usize,
     capacity: usize,

@@ -3,6 +3,7 @@
 
 use candle_core::{DType, Device, Result, Tensor, D};
 
+use super::decode::{LoopLayer, LoopWeights};
 use super::kv_cache::KvCache;
 use super::ops::{self, linear, OpPath};
 use super::{Params, Qwen2Config};
@@ -176,6 +177,57 @@ impl Qwen2 {
 
     pub fn config(&self) -> &Qwen2Config {
         &self.cfg
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.embed.dtype()
+    }
+
+    pub fn device(&self) -> &Device {
+        self.embed.device()
+    }
+
+    /// The weights, RoPE tables and `cache` copied into plain f32 buffers, for decoding in
+    /// loops (`decode.rs`).
+    pub(super) fn loop_weights(&self, cache: KvCache) -> Result<LoopWeights> {
+        let flat = |t: &Tensor| t.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>();
+        let cat = |ts: &[&Tensor]| -> Result<Vec<f32>> {
+            let mut out = Vec::new();
+            for t in ts {
+                out.extend(flat(t)?);
+            }
+            Ok(out)
+        };
+        let mut layers = Vec::with_capacity(self.layers.len());
+        for (layer, (k, v)) in self.layers.iter().zip(cache.into_buffers()) {
+            let p = &layer.proj;
+            layers.push(LoopLayer {
+                input_norm: flat(&layer.input_norm)?,
+                post_norm: flat(&layer.post_norm)?,
+                qkv_w: cat(&[&p.q_w, &p.k_w, &p.v_w])?,
+                qkv_b: cat(&[&p.q_b, &p.k_b, &p.v_b])?,
+                o_w: flat(&p.o_w)?,
+                gate_up_w: cat(&[&p.gate_w, &p.up_w])?,
+                down_w: flat(&p.down_w)?,
+                k: flat(&k)?,
+                v: flat(&v)?,
+            });
+        }
+        let c = &self.cfg;
+        Ok(LoopWeights {
+            hidden: c.hidden_size,
+            heads: c.num_attention_heads,
+            kv_heads: c.num_key_value_heads,
+            head_dim: c.head_dim(),
+            intermediate: c.intermediate_size,
+            eps: c.rms_norm_eps as f32,
+            embed: flat(&self.embed)?,
+            lm_head: flat(&self.lm_head)?,
+            norm: flat(&self.norm)?,
+            cos: flat(&self.rope.cos)?,
+            sin: flat(&self.rope.sin)?,
+            layers,
+        })
     }
 
     /// Hidden states after the final norm, `(batch, seq, hidden)`, for `ids` `(batch, seq)`
