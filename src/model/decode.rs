@@ -18,27 +18,36 @@ use super::qwen2::{Attend, Qwen2, Rows};
 use super::Result;
 
 /// How the decoding steps of one batch run.
-pub enum Decoding {
-    Loops(Box<LoopDecoder>),
+pub enum Decoding<'w> {
+    Loops(LoopDecoder<'w>),
     Candle {
         cache: KvCache,
         key_mask: Option<Tensor>,
     },
 }
 
-impl Decoding {
+impl<'w> Decoding<'w> {
+    /// The network's weights for decoding in loops, when it has f32 CPU weights (copied once
+    /// and shared by every batch of a call, whatever the threads).
+    pub fn loop_weights(net: &Qwen2) -> Result<Option<LoopWeights>> {
+        if net.dtype() == DType::F32 && matches!(net.device(), Device::Cpu) {
+            return Ok(Some(net.loop_weights()?));
+        }
+        Ok(None)
+    }
+
     /// Decoding over `cache` (filled by the prefill), where row `r`'s first `left[r]` slots are
-    /// padding: plain loops for f32 CPU weights, candle's forward otherwise.
+    /// padding: in loops over `weights` when there are some, with candle's forward otherwise.
     pub fn new(
-        net: &Qwen2,
+        weights: Option<&'w LoopWeights>,
         cache: KvCache,
         left: Vec<usize>,
         key_mask: Option<Tensor>,
     ) -> Result<Self> {
-        if net.dtype() == DType::F32 && matches!(net.device(), Device::Cpu) {
-            return Ok(Self::Loops(Box::new(LoopDecoder::new(net, cache, left)?)));
+        match weights {
+            Some(w) => Ok(Self::Loops(LoopDecoder::new(w, cache, left)?)),
+            None => Ok(Self::Candle { cache, key_mask }),
         }
-        Ok(Self::Candle { cache, key_mask })
     }
 
     /// Feeds token `ids[r]` at RoPE position `positions[r]` to every row; returns each row's
@@ -75,9 +84,6 @@ pub struct LoopLayer {
     /// Gate then up weights, `2 * intermediate` rows of hidden.
     pub gate_up_w: Vec<f32>,
     pub down_w: Vec<f32>,
-    /// Keys and values of every row, `(rows, kv_heads, capacity, head_dim)`.
-    pub k: Vec<f32>,
-    pub v: Vec<f32>,
 }
 
 /// The network's shape and weights for [`LoopDecoder`].
@@ -97,20 +103,28 @@ pub struct LoopWeights {
     pub layers: Vec<LoopLayer>,
 }
 
-/// Decoding in plain loops over owned buffers (see the module docs).
-pub struct LoopDecoder {
-    w: LoopWeights,
+/// Decoding in plain loops over shared weights and a cache of its own (see the module docs).
+pub struct LoopDecoder<'w> {
+    w: &'w LoopWeights,
+    /// Each layer's keys and values of every row, `(rows, kv_heads, capacity, head_dim)`.
+    kv: Vec<(Vec<f32>, Vec<f32>)>,
     left: Vec<usize>,
     len: usize,
     capacity: usize,
 }
 
-impl LoopDecoder {
-    fn new(net: &Qwen2, cache: KvCache, left: Vec<usize>) -> Result<Self> {
+impl<'w> LoopDecoder<'w> {
+    fn new(w: &'w LoopWeights, cache: KvCache, left: Vec<usize>) -> Result<Self> {
         let (len, capacity) = (cache.len(), cache.capacity());
-        let w = net.loop_weights(cache)?;
+        let flat = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
+        let kv = cache
+            .into_buffers()
+            .iter()
+            .map(|(k, v)| Ok((flat(k)?, flat(v)?)))
+            .collect::<candle_core::Result<_>>()?;
         Ok(Self {
             w,
+            kv,
             left,
             len,
             capacity,
@@ -118,18 +132,17 @@ impl LoopDecoder {
     }
 
     fn step(&mut self, ids: &[u32], positions: &[u32]) -> Vec<Vec<f32>> {
-        let w = &self.w;
+        let w = self.w;
         let (m, hd) = (ids.len(), w.hidden);
         let mut x = Vec::with_capacity(m * hd);
         for &id in ids {
             x.extend_from_slice(&w.embed[id as usize * hd..][..hd]);
         }
         let slot = self.len;
-        for l in 0..self.w.layers.len() {
+        for l in 0..w.layers.len() {
             self.layer(l, &mut x, positions, slot);
         }
         self.len += 1;
-        let w = &self.w;
         let h = rms_norm(&x, &w.norm, w.eps);
         let vocab = w.lm_head.len() / hd;
         let mut logits = vec![0f32; m * vocab];
@@ -138,7 +151,7 @@ impl LoopDecoder {
     }
 
     fn layer(&mut self, l: usize, x: &mut [f32], positions: &[u32], slot: usize) {
-        let w = &self.w;
+        let w = self.w;
         let (hd, nh, nkv, d) = (w.hidden, w.heads, w.kv_heads, w.head_dim);
         let m = x.len() / hd;
         let layer = &w.layers[l];
@@ -159,20 +172,16 @@ impl LoopDecoder {
                 rope(head, cos, sin);
             }
         }
-        let layer = &mut self.w.layers[l];
         let cap = self.capacity;
+        let (ks, vs) = &mut self.kv[l];
         for (r, row) in qkv.chunks_exact(width).enumerate() {
             for hk in 0..nkv {
                 let at = ((r * nkv + hk) * cap + slot) * d;
-                let k = &row[(nh + hk) * d..][..d];
-                let v = &row[(nh + nkv + hk) * d..][..d];
-                layer.k[at..at + d].copy_from_slice(k);
-                layer.v[at..at + d].copy_from_slice(v);
+                ks[at..at + d].copy_from_slice(&row[(nh + hk) * d..][..d]);
+                vs[at..at + d].copy_from_slice(&row[(nh + nkv + hk) * d..][..d]);
             }
         }
         let attn = self.attend(l, &qkv, width, slot);
-        let w = &self.w;
-        let layer = &w.layers[l];
         let mut out = vec![0f32; m * hd];
         matmul_t(&attn, &layer.o_w, nh * d, &mut out);
         x.iter_mut().zip(&out).for_each(|(a, b)| *a += b);
@@ -197,10 +206,10 @@ impl LoopDecoder {
     /// Each row's attention output `(rows, heads * head_dim)`: query head `h` reads key/value
     /// head `h / (heads / kv_heads)` over slots `left[r]..=slot`.
     fn attend(&self, l: usize, qkv: &[f32], width: usize, slot: usize) -> Vec<f32> {
-        let w = &self.w;
+        let w = self.w;
         let (nh, nkv, d) = (w.heads, w.kv_heads, w.head_dim);
         let (group, cap) = (nh / nkv, self.capacity);
-        let layer = &w.layers[l];
+        let (ks, vs) = &self.kv[l];
         let scale = 1.0 / (d as f32).sqrt();
         let mut out = vec![0f32; qkv.len() / width * nh * d];
         let mut scores = Vec::with_capacity(slot + 1);
@@ -211,7 +220,7 @@ impl LoopDecoder {
                 let base = (r * nkv + h / group) * cap * d;
                 scores.clear();
                 for j in first..=slot {
-                    let k = &layer.k[base + j * d..][..d];
+                    let k = &ks[base + j * d..][..d];
                     scores.push(dot(q, k) * scale);
                 }
                 let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
@@ -222,7 +231,7 @@ impl LoopDecoder {
                 });
                 let o = &mut out[(r * nh + h) * d..][..d];
                 for (j, &p) in (first..=slot).zip(&scores) {
-                    let v = &layer.v[base + j * d..][..d];
+                    let v = &vs[base + j * d..][..d];
                     let p = p / sum;
                     o.iter_mut().zip(v).for_each(|(a, b)| *a += p * b);
                 }
@@ -279,16 +288,11 @@ mod tests {
             let rows = prompts.len() * n;
             let left: Vec<usize> = (0..rows).map(|r| 11 - prompts[r / n].len()).collect();
             let mask = left_pad_mask(&prompts, n, capacity, DType::F32, &Device::Cpu).unwrap();
-            let mut both = [true, false].map(|loops| {
+            let weights = Decoding::loop_weights(&net).unwrap();
+            assert!(weights.is_some());
+            let mut both = [weights.as_ref(), None].map(|w| {
                 let (cache, _) = policy.prefill(&net, &prompts, n, capacity).unwrap();
-                if loops {
-                    Decoding::new(&net, cache, left.clone(), mask.clone()).unwrap()
-                } else {
-                    Decoding::Candle {
-                        cache,
-                        key_mask: mask.clone(),
-                    }
-                }
+                Decoding::new(w, cache, left.clone(), mask.clone()).unwrap()
             });
             assert!(matches!(both[0], Decoding::Loops(_)));
             for step in 0..steps {

@@ -9,7 +9,7 @@ use rand_chacha::ChaCha8Rng;
 
 use super::chat::{ChatMessage, ChatTemplate};
 use super::config::{Preset, Qwen2Config};
-use super::decode::Decoding;
+use super::decode::{Decoding, LoopWeights};
 use super::kv_cache::KvCache;
 use super::ops::OpPath;
 use super::qwen2::{gather_logprobs, Attend, Qwen2, Rope};
@@ -413,13 +413,14 @@ impl Policy {
             max_new_tokens = params.max_new_tokens,
             "sampling"
         );
+        let weights = Decoding::loop_weights(&self.network(false)?)?;
         let workers = worker_threads().min(prompts.len()).max(1);
         let chunk = prompts.len().div_ceil(workers);
         let shards: Vec<(&[Vec<u32>], &[u64])> =
             prompts.chunks(chunk).zip(seeds.chunks(chunk)).collect();
         let results = map_chunks(
             &shards,
-            |_, (p, s)| self.sample_batch(p, s, n, params),
+            |_, (p, s)| self.sample_batch(p, s, n, params, weights.as_ref()),
             || ModelError::Invalid("a sampling thread panicked".into()),
         );
         let mut out = Vec::with_capacity(prompts.len());
@@ -434,13 +435,15 @@ impl Policy {
     /// Each prompt is prefilled once (batch 1, its own length); its keys and values are copied
     /// into the `n` rows of its group in one shared cache, left-padded to the longest prompt.
     /// Every decode step then runs all `prompts x n` rows as one batch, each row at its own
-    /// RoPE position with the padding masked out.
+    /// RoPE position with the padding masked out: in plain loops over `loop_weights` (shared
+    /// by the call's threads) when there are some, with the network's forward otherwise.
     fn sample_batch(
         &self,
         prompts: &[Vec<u32>],
         seeds: &[u64],
         n: usize,
         params: &SamplingParams,
+        loop_weights: Option<&LoopWeights>,
     ) -> Result<Vec<Vec<Completion>>> {
         let mut rngs: Vec<ChaCha8Rng> = seeds
             .iter()
@@ -454,7 +457,7 @@ impl Policy {
         let (cache, first_logits) = self.prefill(&net, prompts, n, capacity)?;
         let key_mask = left_pad_mask(prompts, n, capacity, self.params.dtype(), &self.device)?;
         let left: Vec<usize> = (0..rows).map(|r| longest - prompts[r / n].len()).collect();
-        let mut decoding = Decoding::new(&net, cache, left, key_mask)?;
+        let mut decoding = Decoding::new(loop_weights, cache, left, key_mask)?;
         let mut logits: Vec<Vec<f32>> = first_logits
             .into_iter()
             .flat_map(|l| std::iter::repeat_n(l, n))

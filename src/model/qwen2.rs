@@ -187,9 +187,9 @@ impl Qwen2 {
         self.embed.device()
     }
 
-    /// The weights, RoPE tables and `cache` copied into plain f32 buffers, for decoding in
-    /// loops (`decode.rs`).
-    pub(super) fn loop_weights(&self, cache: KvCache) -> Result<LoopWeights> {
+    /// The weights and RoPE tables copied into plain f32 buffers, for decoding in loops
+    /// (`decode.rs`).
+    pub(super) fn loop_weights(&self) -> Result<LoopWeights> {
         let flat = |t: &Tensor| t.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>();
         let cat = |ts: &[&Tensor]| -> Result<Vec<f32>> {
             let mut out = Vec::new();
@@ -199,7 +199,7 @@ impl Qwen2 {
             Ok(out)
         };
         let mut layers = Vec::with_capacity(self.layers.len());
-        for (layer, (k, v)) in self.layers.iter().zip(cache.into_buffers()) {
+        for layer in &self.layers {
             let p = &layer.proj;
             layers.push(LoopLayer {
                 input_norm: flat(&layer.input_norm)?,
@@ -209,8 +209,6 @@ impl Qwen2 {
                 o_w: flat(&p.o_w)?,
                 gate_up_w: cat(&[&p.gate_w, &p.up_w])?,
                 down_w: flat(&p.down_w)?,
-                k: flat(&k)?,
-                v: flat(&v)?,
             });
         }
         let c = &self.cfg;
