@@ -9,6 +9,8 @@
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape};
 
+use super::fused::data;
+
 /// At most this many rows take the few-rows kernel; more go to the general matrix kernel,
 /// whose packing they amortise.
 pub const MAX_ROWS: usize = 16;
@@ -28,14 +30,7 @@ impl CustomOp2 for FewRows {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (Some((a1, b1)), Some((a2, b2))) = (l1.contiguous_offsets(), l2.contiguous_offsets())
-        else {
-            candle_core::bail!("{}: inputs must be contiguous", self.name());
-        };
-        let (x, w) = (
-            &s1.as_slice::<f32>()?[a1..b1],
-            &s2.as_slice::<f32>()?[a2..b2],
-        );
+        let (x, w) = (data(s1, l1, self.name())?, data(s2, l2, self.name())?);
         let (n, k) = l2.shape().dims2()?;
         let dims = l1.dims();
         if k == 0 || dims.last() != Some(&k) {
@@ -123,6 +118,7 @@ mod avx2 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::testing::max_diff;
     use candle_core::{Device, Tensor};
 
     /// Against candle's matmul, on shapes with and without a remainder of 8 and of 4 rows.
@@ -135,16 +131,7 @@ mod tests {
             let want = x.broadcast_matmul(&w.t().unwrap()).unwrap();
             let got = x.apply_op2(&w, FewRows).unwrap();
             assert_eq!(got.dims(), &[1, m, n]);
-            let diff = (got - &want)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let diff = max_diff(&got, &want);
             assert!(diff < 1e-3, "({m}, {k}, {n}): {diff}");
             let mut portable = vec![0f32; m * n];
             let (xv, wv) = (

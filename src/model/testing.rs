@@ -66,3 +66,10 @@ pub fn micro_policy(tie_word_embeddings: bool, seed: u64, dtype: DType) -> Resul
     }
     Policy::new(cfg, tokenizer, Params::from_tensors(tensors)?, &dev)
 }
+
+/// The largest absolute difference between two tensors of one shape.
+pub fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
+        .and_then(|d| d.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>())
+        .unwrap_or(f32::INFINITY)
+}
