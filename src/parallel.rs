@@ -59,8 +59,9 @@ where
 /// Applies `f` to items `0..n` on up to [`worker_threads`] threads, each thread taking the next
 /// item as it frees up (pieces of uneven cost balance themselves), and hands every result to
 /// `fold` in item order as soon as the items before it are done. So `fold` sees the same
-/// sequence whatever the thread count, and at most about one result per thread waits. The
-/// first error (from `f`, `fold`, or `on_panic()` for a panicking worker) stops the work.
+/// sequence whatever the thread count; a result that finishes early waits for the items
+/// before it (a few at a time when items cost about the same). The first error (from `f`,
+/// `fold`, or `on_panic()` for a panicking worker) stops the work.
 pub fn fold_in_order<R, E, F, G, P>(n: usize, f: F, mut fold: G, on_panic: P) -> Result<(), E>
 where
     R: Send,

@@ -297,7 +297,7 @@ impl SftTrainer {
 /// The padded tokens (rows x the piece's longest row) a warm-start piece holds at most. A
 /// piece is one forward and backward pass; small pieces keep each pass's activations in the
 /// CPU's caches (`chartrl bench --figure sft-step`: 1.5x the tokens/s of one piece per
-/// thread, a third of the memory), and their number does not depend on the thread count, so
+/// thread, a fifth of the memory), and their number does not depend on the thread count, so
 /// neither do the results.
 const PIECE_TOKENS: usize = 512;
 
