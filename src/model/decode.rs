@@ -13,6 +13,7 @@
 use candle_core::{DType, Device, Tensor};
 
 use super::few_rows::matmul_t;
+use super::fused::RmsNorm;
 use super::kv_cache::KvCache;
 use super::qwen2::{Attend, Qwen2, Rows};
 use super::Result;
@@ -245,17 +246,9 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
-/// RMSNorm of every row of `x` (rows of `w.len()`), in f32 as Hugging Face's Qwen2 does.
+/// RMSNorm of every row of `x` (rows of `w.len()`), the training forward's own kernel.
 fn rms_norm(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
-    let d = w.len();
-    let mut y = vec![0f32; x.len()];
-    for (xr, yr) in x.chunks_exact(d).zip(y.chunks_exact_mut(d)) {
-        let r = 1.0 / (xr.iter().map(|v| v * v).sum::<f32>() / d as f32 + eps).sqrt();
-        for ((o, &xi), &wi) in yr.iter_mut().zip(xr).zip(w) {
-            *o = xi * r * wi;
-        }
-    }
-    y
+    RmsNorm { eps }.rows(x, w)
 }
 
 /// Rotates one head's vector in place (halves rotated, as `rotate_half` in Hugging Face).

@@ -133,6 +133,18 @@ impl RmsNorm {
         let ms = row.iter().map(|v| v * v).sum::<f32>() / row.len() as f32;
         1.0 / (ms + self.eps).sqrt()
     }
+
+    /// The forward pass over every row of `x` (rows of `w.len()`); also decoding's RMSNorm.
+    pub(super) fn rows(&self, x: &[f32], w: &[f32]) -> Vec<f32> {
+        let mut y = vec![0f32; x.len()];
+        for (xr, yr) in x.chunks_exact(w.len()).zip(y.chunks_exact_mut(w.len())) {
+            let r = self.rsqrt(xr);
+            for ((o, &xi), &wi) in yr.iter_mut().zip(xr).zip(w) {
+                *o = xi * r * wi;
+            }
+        }
+        y
+    }
 }
 
 impl CustomOp2 for RmsNorm {
@@ -152,14 +164,7 @@ impl CustomOp2 for RmsNorm {
         if w.len() != d {
             candle_core::bail!("{}: weight of {} for rows of {d}", self.name(), w.len());
         }
-        let mut y = vec![0f32; x.len()];
-        for (xr, yr) in x.chunks_exact(d).zip(y.chunks_exact_mut(d)) {
-            let r = self.rsqrt(xr);
-            for ((o, &xi), &wi) in yr.iter_mut().zip(xr).zip(w) {
-                *o = xi * r * wi;
-            }
-        }
-        Ok((CpuStorage::F32(y), l1.shape().clone()))
+        Ok((CpuStorage::F32(self.rows(x, w)), l1.shape().clone()))
     }
 
     fn bwd(
