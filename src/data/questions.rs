@@ -3,7 +3,9 @@
 //! chart (a trend needs a line, a ratio positive values, a maximum a unique one).
 //!
 //! Every step of a trace does one operation (Nye et al. 2021; Lee et al. 2023): a total is a
-//! running sum, two numbers at a time, and a percentage multiplies before it divides. A value
+//! running sum, two numbers at a time, a percentage multiplies before it divides, and a
+//! difference takes the smaller number away one place value at a time ("72 - 30 = 42.", then
+//! "42 - 8 = 34."), so each step borrows at most once. A value
 //! found by its label is read by copying its table row first ("Row | July | 2 |: July is 2."):
 //! the copy is what an induction head does, where "The row for July shows 2" asks a small
 //! model to jump from a label to a value it never learnt to find (the tiny base answered such
@@ -73,6 +75,20 @@ impl Steps {
         acc
     }
 
+    /// Takes `lo` away from `hi` one place value of `lo` at a time, largest first ("72 - 30 =
+    /// 42.", then "42 - 8 = 34."), and returns the difference as written. Learning `72 - 38`
+    /// in one step asks a small model for a table of every pair of numbers; a round number
+    /// changes one digit, and a single digit borrows at most once.
+    fn subtract(&mut self, hi: f64, lo: f64) -> f64 {
+        let mut acc = hi;
+        for part in place_values(lo) {
+            let next = written(acc - part);
+            self.push(format!("{} - {} = {}.", f(acc), f(part), f(next)));
+            acc = next;
+        }
+        acc
+    }
+
     /// Copies row `i` of the table, then names series `s`'s value in it, and returns the value.
     fn read(&mut self, chart: &Chart, i: usize, s: usize) -> f64 {
         let v = chart.series[s].values[i];
@@ -94,6 +110,26 @@ impl Steps {
             .collect::<Vec<_>>()
             .join("\n")
     }
+}
+
+/// The non-zero place values of `v` as [`f`] writes it, largest first: 345.2 is 300, 40, 5
+/// and 0.2. A negative number or zero is itself.
+fn place_values(v: f64) -> Vec<f64> {
+    let text = f(v);
+    if v <= 0.0 {
+        return vec![written(v)];
+    }
+    let (whole, frac) = text.split_once('.').unwrap_or((&text, ""));
+    let digit = |c: char| c.to_digit(10).map_or(0.0, f64::from);
+    let wholes = whole.chars().enumerate().map(|(k, c)| {
+        let power = (whole.len() - 1 - k) as i32;
+        digit(c) * 10f64.powi(power)
+    });
+    let fractions = frac
+        .chars()
+        .enumerate()
+        .map(|(k, c)| digit(c) / 10f64.powi(k as i32 + 1));
+    wholes.chain(fractions).filter(|p| *p != 0.0).collect()
 }
 
 /// `v` as [`f`] writes it (two decimals at most), read back.
@@ -182,8 +218,7 @@ fn difference(q: &Asked, rng: &mut ChaCha8Rng) -> Option<Qa> {
     let mut steps = Steps::default();
     let (a, b) = (steps.read(q.chart, i, q.s), steps.read(q.chart, j, q.s));
     let (hi, lo) = if a >= b { (a, b) } else { (b, a) };
-    let d = (a - b).abs();
-    steps.push(format!("{} - {} = {}.", f(hi), f(lo), f(d)));
+    let d = steps.subtract(hi, lo);
     Some((
         format!(
             "What is the difference in {} between {} and {}?",
@@ -387,4 +422,28 @@ fn unique_extreme(values: &[f64], largest: bool) -> Option<usize> {
     let best = (0..values.len()).reduce(|b, i| if pick(values[i], values[b]) { i } else { b })?;
     let ties = values.iter().filter(|&&v| v == values[best]).count();
     (ties == 1).then_some(best)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn place_values_split_a_number_largest_first() {
+        assert_eq!(place_values(61.0), [60.0, 1.0]);
+        assert_eq!(place_values(60.0), [60.0]);
+        assert_eq!(place_values(345.25), [300.0, 40.0, 5.0, 0.2, 0.05]);
+        assert_eq!(place_values(0.0), [0.0]);
+        assert_eq!(place_values(-4.5), [-4.5]);
+    }
+
+    #[test]
+    fn a_difference_takes_one_place_value_away_per_step() {
+        let mut steps = Steps::default();
+        assert_eq!(steps.subtract(72.0, 38.0), 34.0);
+        assert_eq!(steps.0, ["72 - 30 = 42.", "42 - 8 = 34."]);
+        let mut steps = Steps::default();
+        assert_eq!(steps.subtract(100.5, 0.75), 99.75);
+        assert_eq!(steps.0, ["100.5 - 0.7 = 99.8.", "99.8 - 0.05 = 99.75."]);
+    }
 }

@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use super::RunError;
 
 /// Version of the built-in synthetic generator; bump when its output changes.
-pub const SYNTHETIC_VERSION: u32 = 4;
+pub const SYNTHETIC_VERSION: u32 = 5;
 
 /// Lower-case hex of bytes.
 pub fn hex(bytes: &[u8]) -> String {
