@@ -92,3 +92,34 @@ fn the_poc_and_the_sweep_start_from_the_shipped_base() {
     assert_eq!((starts, warm), (5, 1), "{out}");
     assert!(!tmp.path().join("runs/chartrl.db").exists());
 }
+
+/// A gold completion that does not fit the completion budget can never be sampled: the
+/// question's accuracy is capped below 100% for every mode alike. Every easy gold trace of
+/// every split, tokenised by the shipped base's tokenizer, fits the default budgets of
+/// evaluation and of RL (end-of-text included).
+#[test]
+fn every_easy_gold_trace_fits_the_default_completion_budget() {
+    use chartrl::data::{gold_completion, Difficulty, Generator, Split};
+    let tok = tokenizers::Tokenizer::from_file(repo().join("models/tiny-base/tokenizer.json"))
+        .unwrap();
+    let eval_budget = chartrl::eval::EvalConfig::default().max_new_tokens;
+    let rl_budget = chartrl::train::TrainConfig::builtin()
+        .unwrap()
+        .max_completion_length;
+    let mut longest = (0, String::new());
+    for split in [Split::Warmup, Split::Train, Split::Test] {
+        for s in Generator::with_difficulty(split, 2025, Difficulty::Easy).take(2000) {
+            let ids = tok.encode(gold_completion(&s), false).unwrap();
+            let tokens = ids.len() + 1;
+            if tokens > longest.0 {
+                longest = (tokens, s.id.clone());
+            }
+        }
+    }
+    assert!(
+        longest.0 <= eval_budget && longest.0 <= rl_budget,
+        "{} needs {} tokens; budgets: evaluation {eval_budget}, RL {rl_budget}",
+        longest.1,
+        longest.0
+    );
+}

@@ -366,7 +366,7 @@ fn held_out_accuracy(
             n: 1,
             temperature: 0.0,
             top_p: 1.0,
-            max_new_tokens: 160,
+            max_new_tokens: EvalConfig::default().max_new_tokens,
             seed: 0,
             prompt_format: warm.config.prompt_format,
         },

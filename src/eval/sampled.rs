@@ -40,7 +40,7 @@ impl Default for EvalConfig {
             n: 16,
             temperature: 0.6,
             top_p: 0.95,
-            max_new_tokens: 128,
+            max_new_tokens: 160,
             seed: 0,
             prompt_format: PromptFormat::Raw,
         }

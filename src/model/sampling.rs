@@ -23,7 +23,7 @@ impl Default for SamplingParams {
         Self {
             temperature: 1.0,
             top_p: 1.0,
-            max_new_tokens: 128,
+            max_new_tokens: 160,
             stop_at_eos: true,
         }
     }
