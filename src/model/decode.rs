@@ -205,7 +205,9 @@ impl<'w> LoopDecoder<'w> {
     }
 
     /// Each row's attention output `(rows, heads * head_dim)`: query head `h` reads key/value
-    /// head `h / (heads / kv_heads)` over slots `left[r]..=slot`.
+    /// head `h / (heads / kv_heads)` over slots `left[r]..=slot`. The query heads of one
+    /// key/value head take their scores together, as one few-rows product against the cached
+    /// keys (a plain dot-product loop sums one product at a time, and was half of decoding).
     fn attend(&self, l: usize, qkv: &[f32], width: usize, slot: usize) -> Vec<f32> {
         let w = self.w;
         let (nh, nkv, d) = (w.heads, w.kv_heads, w.head_dim);
@@ -213,28 +215,26 @@ impl<'w> LoopDecoder<'w> {
         let (ks, vs) = &self.kv[l];
         let scale = 1.0 / (d as f32).sqrt();
         let mut out = vec![0f32; qkv.len() / width * nh * d];
-        let mut scores = Vec::with_capacity(slot + 1);
+        let mut scores = Vec::with_capacity(group * (slot + 1));
         for (r, row) in qkv.chunks_exact(width).enumerate() {
             let first = self.left[r];
-            for h in 0..nh {
-                let q = &row[h * d..][..d];
-                let base = (r * nkv + h / group) * cap * d;
+            let len = slot + 1 - first;
+            for hk in 0..nkv {
+                let queries = &row[hk * group * d..][..group * d];
+                let base = (r * nkv + hk) * cap * d;
+                let (keys, values) = (
+                    &ks[base + first * d..base + (slot + 1) * d],
+                    &vs[base + first * d..base + (slot + 1) * d],
+                );
                 scores.clear();
-                for j in first..=slot {
-                    let k = &ks[base + j * d..][..d];
-                    scores.push(dot(q, k) * scale);
-                }
-                let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let mut sum = 0f32;
-                scores.iter_mut().for_each(|s| {
-                    *s = (*s - max).exp();
-                    sum += *s;
-                });
-                let o = &mut out[(r * nh + h) * d..][..d];
-                for (j, &p) in (first..=slot).zip(&scores) {
-                    let v = &vs[base + j * d..][..d];
-                    let p = p / sum;
-                    o.iter_mut().zip(v).for_each(|(a, b)| *a += p * b);
+                scores.resize(group * len, 0.0);
+                matmul_t(queries, keys, d, &mut scores);
+                for (g, probs) in scores.chunks_exact_mut(len).enumerate() {
+                    softmax_scaled(probs, scale);
+                    let o = &mut out[(r * nh + hk * group + g) * d..][..d];
+                    for (&p, v) in probs.iter().zip(values.chunks_exact(d)) {
+                        o.iter_mut().zip(v).for_each(|(a, b)| *a += p * b);
+                    }
                 }
             }
         }
@@ -242,8 +242,15 @@ impl<'w> LoopDecoder<'w> {
     }
 }
 
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
+/// `softmax(scale * x)` in place.
+fn softmax_scaled(x: &mut [f32], scale: f32) {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max) * scale;
+    let mut sum = 0f32;
+    x.iter_mut().for_each(|s| {
+        *s = (*s * scale - max).exp();
+        sum += *s;
+    });
+    x.iter_mut().for_each(|s| *s /= sum);
 }
 
 /// RMSNorm of every row of `x` (rows of `w.len()`), the training forward's own kernel.
