@@ -100,8 +100,8 @@ fn the_poc_and_the_sweep_start_from_the_shipped_base() {
 #[test]
 fn every_easy_gold_trace_fits_the_default_completion_budget() {
     use chartrl::data::{gold_completion, Difficulty, Generator, Split};
-    let tok = tokenizers::Tokenizer::from_file(repo().join("models/tiny-base/tokenizer.json"))
-        .unwrap();
+    let tok =
+        tokenizers::Tokenizer::from_file(repo().join("models/tiny-base/tokenizer.json")).unwrap();
     let eval_budget = chartrl::eval::EvalConfig::default().max_new_tokens;
     let rl_budget = chartrl::train::TrainConfig::builtin()
         .unwrap()

@@ -163,7 +163,13 @@ mod tests {
     #[test]
     fn matches_the_general_matmul() {
         let dev = Device::Cpu;
-        for (m, k, n) in [(1, 256, 768), (8, 64, 5), (3, 37, 9), (16, 704, 256), (7, 24, 6)] {
+        for (m, k, n) in [
+            (1, 256, 768),
+            (8, 64, 5),
+            (3, 37, 9),
+            (16, 704, 256),
+            (7, 24, 6),
+        ] {
             let x = Tensor::randn(0f32, 1.0, (1, m, k), &dev).unwrap();
             let w = Tensor::randn(0f32, 1.0, (n, k), &dev).unwrap();
             let want = x.broadcast_matmul(&w.t().unwrap()).unwrap();
