@@ -100,7 +100,7 @@ fn warm_start_then_train_each_mode_briefly() {
                 "--set",
                 r#"rewards=[{"name":"accuracy"},{"name":"overlong","params":{"cache":500}}]"#,
             ][..],
-            "reward `overlong`: `cache` (500) must be between 1 and `max_completion_len` (128)",
+            "reward `overlong`: `cache` (500) must be between 1 and `max_completion_len` (160)",
         ),
     ] {
         let mut cmd = vec!["train", "--model", "w", "--subset-size", "2"];
