@@ -283,7 +283,10 @@ fn two_processes_on_one_run_train_it_once() {
     let loser = outs
         .iter()
         .find(|o| o.status.code() == Some(1))
-        .unwrap_or_else(|| panic!("expected one process to refuse, got {codes:?}"));
+        .unwrap_or_else(|| {
+            let errs: Vec<String> = outs.iter().map(stderr).collect();
+            panic!("expected one process to refuse, got {codes:?}: {errs:#?}")
+        });
     assert!(outs.iter().any(|o| o.status.success()), "{codes:?}");
     let msg = stderr(loser);
     assert!(msg.contains("is being trained by pid"), "{msg}");

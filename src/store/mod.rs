@@ -109,6 +109,24 @@ impl StoreError {
 
 /// Whether an SQLite failure is the environment's (disk full, I/O, permissions, not a
 /// database file) rather than a bug in chartrl's SQL.
+/// Switches the file to WAL mode (a no-op once it is). On a new file two processes can race
+/// to switch it; the switch needs the file to itself and SQLite then answers "database is
+/// locked" at once, without waiting out the busy timeout, so the loser retries here.
+fn wal_mode(conn: &Connection) -> rusqlite::Result<()> {
+    let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+    loop {
+        match conn.pragma_update(None, "journal_mode", "WAL") {
+            Err(e)
+                if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy)
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            other => return other,
+        }
+    }
+}
+
 pub fn environmental(e: &rusqlite::Error) -> bool {
     use rusqlite::ErrorCode::*;
     matches!(
@@ -326,6 +344,10 @@ impl Store {
             })?;
         }
         let mut conn = Connection::open(path).map_err(open_err)?;
+        // Before the first statement: a process creating the same store holds its lock for a
+        // moment, and without a busy timeout the first read fails at once ("database is
+        // locked") instead of waiting for it.
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
         if exclusive {
             conn.pragma_update(None, "locking_mode", "EXCLUSIVE")
                 .map_err(open_err)?;
@@ -338,9 +360,7 @@ impl Store {
                 }
                 _ => open_err(e),
             })?;
-        conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(open_err)?;
+        wal_mode(&conn).map_err(open_err)?;
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(open_err)?;
         conn.pragma_update(None, "foreign_keys", "ON")
