@@ -107,8 +107,6 @@ impl StoreError {
     }
 }
 
-/// Whether an SQLite failure is the environment's (disk full, I/O, permissions, not a
-/// database file) rather than a bug in chartrl's SQL.
 /// Switches the file to WAL mode (a no-op once it is). On a new file two processes can race
 /// to switch it; the switch needs the file to itself and SQLite then answers "database is
 /// locked" at once, without waiting out the busy timeout, so the loser retries here.
@@ -127,6 +125,8 @@ fn wal_mode(conn: &Connection) -> rusqlite::Result<()> {
     }
 }
 
+/// Whether an SQLite failure is the environment's (disk full, I/O, permissions, not a
+/// database file) rather than a bug in chartrl's SQL.
 pub fn environmental(e: &rusqlite::Error) -> bool {
     use rusqlite::ErrorCode::*;
     matches!(
