@@ -13,7 +13,7 @@
 use candle_core::{DType, Device, Tensor};
 
 use super::few_rows::matmul_t;
-use super::fused::RmsNorm;
+use super::fused::{softmax_in_place, RmsNorm};
 use super::kv_cache::KvCache;
 use super::qwen2::{Attend, Qwen2, Rows};
 use super::Result;
@@ -230,7 +230,8 @@ impl<'w> LoopDecoder<'w> {
                 scores.resize(group * len, 0.0);
                 matmul_t(queries, keys, d, &mut scores);
                 for (g, probs) in scores.chunks_exact_mut(len).enumerate() {
-                    softmax_scaled(probs, scale);
+                    probs.iter_mut().for_each(|p| *p *= scale);
+                    softmax_in_place(probs);
                     let o = &mut out[(r * nh + hk * group + g) * d..][..d];
                     for (&p, v) in probs.iter().zip(values.chunks_exact(d)) {
                         o.iter_mut().zip(v).for_each(|(a, b)| *a += p * b);
@@ -240,17 +241,6 @@ impl<'w> LoopDecoder<'w> {
         }
         out
     }
-}
-
-/// `softmax(scale * x)` in place.
-fn softmax_scaled(x: &mut [f32], scale: f32) {
-    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max) * scale;
-    let mut sum = 0f32;
-    x.iter_mut().for_each(|s| {
-        *s = (*s * scale - max).exp();
-        sum += *s;
-    });
-    x.iter_mut().for_each(|s| *s /= sum);
 }
 
 /// RMSNorm of every row of `x` (rows of `w.len()`), the training forward's own kernel.

@@ -58,6 +58,18 @@ fn row_max(row: &[f32]) -> f32 {
     row.iter().copied().fold(f32::NEG_INFINITY, f32::max)
 }
 
+/// Softmax of one row in place: the training forward's kernel, shared with the decode loops.
+pub(super) fn softmax_in_place(row: &mut [f32]) {
+    let max = row_max(row);
+    let mut sum = 0f32;
+    for v in row.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v;
+    }
+    let inv = 1.0 / sum;
+    row.iter_mut().for_each(|v| *v *= inv);
+}
+
 /// Softmax over the last dimension. Backward: `dx = y * (g - sum(g * y))` per row.
 pub struct Softmax;
 
@@ -68,14 +80,8 @@ impl CustomOp1 for Softmax {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let y = map_rows(data(s, l, self.name())?, last_dim(l), |xr, yr| {
-            let max = row_max(xr);
-            let mut sum = 0f32;
-            for (yi, &xi) in yr.iter_mut().zip(xr) {
-                *yi = (xi - max).exp();
-                sum += *yi;
-            }
-            let inv = 1.0 / sum;
-            yr.iter_mut().for_each(|v| *v *= inv);
+            yr.copy_from_slice(xr);
+            softmax_in_place(yr);
         });
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
