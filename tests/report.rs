@@ -746,3 +746,52 @@ fn intervals_and_per_type_tables_match_an_independent_computation() {
     let trend = md.lines().find(|l| l.starts_with("| trend |")).unwrap();
     assert!(trend.starts_with("| trend | 2 | 25.0 | 99.0 |"), "{trend}");
 }
+
+/// Runs of one mode and size that differ in a trainer option (here the learning rate, as in
+/// `experiments/lr_probe.rhai`) are compared side by side, never pooled as seeds of one mode.
+#[test]
+fn runs_that_differ_in_more_than_the_seed_are_not_pooled() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("runs/chartrl.db");
+    {
+        let mut s = Store::open(&db).unwrap();
+        let base = add_run(
+            &mut s,
+            "base",
+            Kind::Eval,
+            None,
+            serde_json::json!({}),
+            0,
+            |_| Vec::new(),
+        );
+        add_eval(&mut s, base, 0, 4, &[1, 2, 3, 0, 1, 2, 3, 0]);
+        for (name, lr, correct) in [
+            ("grpo-slow", 1e-5, [1, 2, 3, 0, 1, 2, 3, 0]),
+            ("grpo-fast", 5e-5, [4, 4, 4, 4, 4, 4, 4, 4]),
+        ] {
+            let mut opts = train_opts("grpo", 100, 2025);
+            opts["learning_rate"] = serde_json::json!(lr);
+            let run = add_run(&mut s, name, Kind::Train, Some("grpo"), opts, 10, |i| {
+                rl_step(i, 10)
+            });
+            add_eval(&mut s, run, 10, 4, &correct);
+        }
+    }
+    ok(&["report", "exp", "--out", "out"], tmp.path());
+    let md = std::fs::read_to_string(tmp.path().join("out/report.md")).unwrap();
+    for label in ["GRPO (learning_rate 1e-5)", "GRPO (learning_rate 5e-5)"] {
+        assert!(md.contains(label), "no row for {label}:\n{md}");
+    }
+    assert!(
+        !md.contains("2025, 2025"),
+        "two learning rates pooled as seeds:\n{md}"
+    );
+    let fast = md
+        .lines()
+        .find(|l| l.starts_with("| GRPO (learning_rate 5e-5) | 100 | 1 |"))
+        .unwrap_or_else(|| panic!("no one-seed row for the fast run:\n{md}"));
+    assert!(
+        fast.contains("| 100.0 | 100.0 | 100.0 | 100.0 |"),
+        "the fast run's own accuracy, not a mean with the slow one: {fast}"
+    );
+}

@@ -3,7 +3,7 @@
 //! from and against Mode::Grpo.name(), with 95% bootstrap intervals. An interval that contains 0 says
 //! "unresolved": the report never ranks modes on it.
 
-use super::data::{display_mode, RunData};
+use super::data::{display_mode, mode_label, RunData};
 use super::doc::Block;
 use super::intervals::{paired_difference, Interval, LEVEL, RESAMPLES};
 use super::questions::{chance_of, summary_where, Set};
@@ -176,8 +176,11 @@ fn type_table(models: &[Model], questions: &[QuestionResult], name: &str, n: usi
 /// `Mode::Grpo.name()`, or `Mode::Grpo.name() (accuracy + 0.5 format)` where a mode ran with several reward
 /// specifications at this size.
 fn group_label(g: &Group, at: &[&Group]) -> String {
-    let mode = display_mode(&g.mode);
-    let specs = at.iter().filter(|o| o.mode == g.mode).count();
+    let mode = mode_label(&g.mode, g.variant.as_deref());
+    let specs = at
+        .iter()
+        .filter(|o| o.mode == g.mode && o.variant == g.variant)
+        .count();
     match (&g.rewards, specs > 1) {
         (Some(r), true) => format!("{mode} ({r})"),
         _ => mode,
@@ -280,7 +283,10 @@ pub fn interval_blocks(
                 against.push((base.label.clone(), vec![base], seed_list(&[base])));
             }
             let grpo = all.iter().find(|o| {
-                o.mode == Mode::Grpo.name() && o.size == g.size && o.rewards == g.rewards
+                o.mode == Mode::Grpo.name()
+                    && o.size == g.size
+                    && o.rewards == g.rewards
+                    && o.variant == g.variant
             });
             if let (Some(grpo), false) = (grpo, g.mode == Mode::Grpo.name()) {
                 against.push((
@@ -294,7 +300,7 @@ pub fn interval_blocks(
                     continue;
                 };
                 let mut row = vec![
-                    display_mode(&g.mode),
+                    mode_label(&g.mode, g.variant.as_deref()),
                     g.size.map_or("-".into(), |s| s.to_string()),
                     label,
                     questions.to_string(),

@@ -44,6 +44,10 @@ pub struct RunData {
     pub questions: BTreeMap<String, Vec<QuestionResult>>,
     /// What the run trained on: `accuracy`, or `accuracy + 0.5 format` (RL runs).
     pub rewards: Option<String>,
+    /// The trainer options (other than mode, size, seed and rewards) in which this RL run
+    /// differs from others of the report, e.g. `learning_rate 5e-5`: runs that differ in
+    /// more than the seed are never pooled as seeds of one mode. `None` when all agree.
+    pub variant: Option<String>,
     /// Its stored configuration.
     pub config: RunConfig,
     /// Metrics that were NaN or infinite at some step (stored empty), with the first step.
@@ -88,6 +92,7 @@ impl RunData {
             evals,
             questions,
             rewards: config.rewards().as_deref().and_then(reward_description),
+            variant: None,
             non_finite: store.non_finite_steps(run.id)?.into_iter().collect(),
             diverged: store
                 .events(run.id)?
@@ -166,16 +171,81 @@ pub fn reward_description(specs: &[RewardSpec]) -> Option<String> {
     (!terms.is_empty()).then(|| terms.join(" + "))
 }
 
-/// Gives each run a short label: `NSR n=100`, with the seed when runs share mode and size,
+/// Trainer options that tell runs apart without being what a report compares them by.
+const NOT_VARIANTS: [&str; 6] = [
+    "mode",
+    "subset_size",
+    "seed",
+    "rewards",
+    "save_steps",
+    "save_total_limit",
+];
+
+/// Sets each RL run's [`RunData::variant`]: the trainer options that every RL run of the
+/// report records and that do not have the same value in all of them.
+pub fn mark_variants(runs: &mut [RunData]) {
+    let options = |d: &RunData| -> BTreeMap<String, String> {
+        d.config
+            .options
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(k, _)| !NOT_VARIANTS.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), option_value(v)))
+            .collect()
+    };
+    let rl: Vec<BTreeMap<String, String>> =
+        runs.iter().filter(|d| d.is_rl()).map(options).collect();
+    let Some(first) = rl.first() else { return };
+    let varying: Vec<&String> = first
+        .keys()
+        .filter(|k| rl.iter().all(|o| o.contains_key(*k)))
+        .filter(|k| rl.iter().any(|o| o.get(*k) != first.get(*k)))
+        .collect();
+    if varying.is_empty() {
+        return;
+    }
+    for d in runs.iter_mut().filter(|d| d.is_rl()) {
+        let o = options(d);
+        let parts: Vec<String> = varying
+            .iter()
+            .filter_map(|k| Some(format!("{k} {}", o.get(*k)?)))
+            .collect();
+        d.variant = Some(parts.join(", "));
+    }
+}
+
+/// An option's value as a label shows it: `5e-5` rather than `0.00005`, strings unquoted.
+fn option_value(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Number(n) => match n.as_f64() {
+            Some(f) if n.is_f64() && f != 0.0 && f.abs() < 1e-3 => format!("{f:e}"),
+            _ => n.to_string(),
+        },
+        other => other.to_string(),
+    }
+}
+
+/// `GRPO`, or `GRPO (learning_rate 5e-5)` for a run with a variant.
+pub fn mode_label(mode: &str, variant: Option<&str>) -> String {
+    match variant {
+        Some(v) => format!("{} ({v})", display_mode(mode)),
+        None => display_mode(mode),
+    }
+}
+
+/// Gives each run a short label: `NSR n=100`, with its variant where it has one, the seed when
+/// runs share mode, variant and size,
 /// and the run name when even that is ambiguous.
 pub fn label_runs(runs: &mut [RunData]) {
-    let key = |d: &RunData| (d.mode.clone(), d.size);
-    let mut groups: BTreeMap<(String, Option<usize>), usize> = BTreeMap::new();
+    let key = |d: &RunData| (d.mode.clone(), d.variant.clone(), d.size);
+    let mut groups: BTreeMap<(String, Option<String>, Option<usize>), usize> = BTreeMap::new();
     for d in runs.iter() {
         *groups.entry(key(d)).or_default() += 1;
     }
     for d in runs.iter_mut() {
-        let mut label = display_mode(&d.mode);
+        let mut label = mode_label(&d.mode, d.variant.as_deref());
         if d.mode == "eval" {
             // An evaluated model directory (a shipped base) goes by its directory's name.
             let dir = d.config.model_path.as_deref().map(std::path::Path::new);

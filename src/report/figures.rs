@@ -4,7 +4,7 @@ use crate::train::keys;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use super::data::{display_mode, mode_rank, RunData};
+use super::data::{mode_label, mode_rank, RunData};
 use super::plots::{
     curves_png, message_png, mode_color, panels_png, pass_at_k_png, Curve, Panel, PassCurve,
 };
@@ -226,7 +226,13 @@ fn pass_figure(
     set: Set,
     file: &str,
 ) -> Result<(String, String), ReportError> {
-    let mut panels = pass_panels(data, name, set, &|d: &RunData| mode_color(&d.mode, 0, 1));
+    let variants: std::collections::BTreeSet<Option<&str>> =
+        data.iter().map(|d| d.variant.as_deref()).collect();
+    let shade = |d: &RunData| {
+        let rank = variants.iter().position(|v| *v == d.variant.as_deref());
+        mode_color(&d.mode, rank.unwrap_or(0), variants.len())
+    };
+    let mut panels = pass_panels(data, name, set, &shade);
     let chance = chance_curve(data, name, set, e.summary.n);
     let questions = data
         .iter()
@@ -275,7 +281,7 @@ fn chance_curve(data: &[RunData], name: &str, set: Set, n: usize) -> Option<Pass
 }
 
 /// Runs of one training-set size by (mode rank, mode).
-type ModeRuns<'a> = BTreeMap<(usize, String), Vec<&'a RunData>>;
+type ModeRuns<'a> = BTreeMap<(usize, String, Option<String>), Vec<&'a RunData>>;
 
 /// Per training-set size, one curve per mode (mean and std over seeds) plus the models the
 /// RL runs started from, on the questions of `set`.
@@ -291,7 +297,7 @@ fn pass_panels(
         by_size
             .entry(d.size)
             .or_default()
-            .entry((mode_rank(&d.mode), d.mode.clone()))
+            .entry((mode_rank(&d.mode), d.mode.clone(), d.variant.clone()))
             .or_default()
             .push(d);
     }
@@ -332,7 +338,10 @@ fn pass_panels(
                         String::new()
                     };
                     PassCurve {
-                        label: format!("{}{seeds}", display_mode(&runs[0].mode)),
+                        label: format!(
+                            "{}{seeds}",
+                            mode_label(&runs[0].mode, runs[0].variant.as_deref())
+                        ),
                         color: color(runs[0]),
                         points,
                     }

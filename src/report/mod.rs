@@ -27,7 +27,7 @@ pub use summary::{duration, summary_text, verdict};
 use std::path::{Path, PathBuf};
 
 use crate::store::{Kind, Run, Store, StoreError};
-use data::{display_mode, label_runs, mode_rank};
+use data::{display_mode, label_runs, mark_variants, mode_rank};
 use doc::Block;
 use table::{comparison, primary_eval, row_label, Cell};
 
@@ -165,6 +165,7 @@ fn load_sorted(store: &Store, runs: &[Run]) -> Result<Vec<RunData>, ReportError>
         .iter()
         .map(|r| RunData::load(store, r))
         .collect::<Result<Vec<_>, _>>()?;
+    mark_variants(&mut data);
     label_runs(&mut data);
     let kind_rank = |k: Kind| match k {
         Kind::WarmStart => 0,

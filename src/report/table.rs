@@ -6,7 +6,7 @@ use crate::train::keys;
 use std::collections::BTreeMap;
 
 use super::analysis::window;
-use super::data::{display_mode, mode_rank, RunData};
+use super::data::{mode_label, mode_rank, RunData};
 use super::questions::{summary_where, Set};
 use crate::eval::StoredEval;
 use crate::train::observe::mean_std;
@@ -41,12 +41,14 @@ impl Cell {
     }
 }
 
-/// The seeds of one (size, mode, rewards) cell.
+/// The seeds of one (size, mode, variant, rewards) cell.
 #[derive(Debug, Clone)]
 pub struct Group<'a> {
     pub mode: String,
     pub size: Option<usize>,
     pub rewards: Option<String>,
+    /// See [`RunData::variant`].
+    pub variant: Option<String>,
     pub runs: Vec<&'a RunData>,
 }
 
@@ -61,24 +63,26 @@ impl Group<'_> {
     }
 }
 
-/// The RL runs grouped by (size, mode, rewards), in table order.
+/// The RL runs grouped by (size, mode, variant, rewards), in table order.
 pub fn groups<'a>(runs: &[&'a RunData]) -> Vec<Group<'a>> {
-    type Key = (Option<usize>, usize, String, Option<String>);
+    type Key = (Option<usize>, usize, String, Option<String>, Option<String>);
     let mut by: BTreeMap<Key, Vec<&RunData>> = BTreeMap::new();
     for d in runs {
         let key = (
             d.size,
             mode_rank(&d.mode),
             d.mode.clone(),
+            d.variant.clone(),
             d.rewards.clone(),
         );
         by.entry(key).or_default().push(d);
     }
     by.into_iter()
-        .map(|((size, _, mode, rewards), runs)| Group {
+        .map(|((size, _, mode, variant, rewards), runs)| Group {
             mode,
             size,
             rewards,
+            variant,
             runs,
         })
         .collect()
@@ -88,6 +92,7 @@ pub fn groups<'a>(runs: &[&'a RunData]) -> Vec<Group<'a>> {
 #[derive(Debug, Clone)]
 pub struct Row {
     pub mode: String,
+    pub variant: Option<String>,
     pub size: Option<usize>,
     pub rewards: Option<String>,
     pub runs: Vec<String>,
@@ -127,6 +132,7 @@ pub fn comparison(runs: &[&RunData], eval: Option<&str>, headline: Set) -> Vec<R
             let updates: Vec<(usize, usize)> = g.runs.iter().filter_map(|d| d.updates()).collect();
             Row {
                 mode: g.mode.clone(),
+                variant: g.variant.clone(),
                 size: g.size,
                 rewards: g.rewards.clone(),
                 runs: g.runs.iter().map(|d| d.run.name.clone()).collect(),
@@ -181,7 +187,7 @@ pub fn primary_eval(runs: &[&RunData]) -> Option<(String, StoredEval)> {
 
 pub fn row_label(r: &Row) -> (String, String) {
     (
-        display_mode(&r.mode),
+        mode_label(&r.mode, r.variant.as_deref()),
         r.size.map_or("-".into(), |s| s.to_string()),
     )
 }
