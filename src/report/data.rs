@@ -236,8 +236,7 @@ pub fn mode_label(mode: &str, variant: Option<&str>) -> String {
 }
 
 /// Gives each run a short label: `NSR n=100`, with its variant where it has one, the seed when
-/// runs share mode, variant and size,
-/// and the run name when even that is ambiguous.
+/// runs share mode, variant and size, and the run name when even that is ambiguous.
 pub fn label_runs(runs: &mut [RunData]) {
     let key = |d: &RunData| (d.mode.clone(), d.variant.clone(), d.size);
     let mut groups: BTreeMap<(String, Option<String>, Option<usize>), usize> = BTreeMap::new();
