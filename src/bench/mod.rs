@@ -2,11 +2,13 @@
 //! trainer's own rollout and update, on the model the POC trains, measured as medians after
 //! a warm-up. Returns figures; the CLI prints them.
 
+mod products;
 mod report;
 mod reward;
 mod step;
 mod store;
 
+pub use products::{decode_products, ProductsFigure};
 pub use report::{report_cost, ReportFigure};
 pub use reward::{reward_cost, RewardFigure};
 pub use step::{grpo_step, sft_step, StepFigure};

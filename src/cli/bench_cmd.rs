@@ -48,6 +48,9 @@ enum StepFigureName {
     GrpoStep,
     /// One warm-start step (tokens/s over prompts and completions)
     SftStep,
+    /// A decoding step's weight products alone, over every layer and over one layer (in
+    /// cache): whether sampling waits on memory or on arithmetic (only when asked for)
+    Products,
 }
 
 pub fn run(a: BenchArgs) -> anyhow::Result<()> {
@@ -73,7 +76,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         reps: a.reps,
         ..Workload::default()
     };
-    let wants = |f| a.figure.is_empty() || a.figure.contains(&f);
+    let wants = |f| (a.figure.is_empty() && f != StepFigureName::Products) || a.figure.contains(&f);
     let (rollout, update) = (
         wants(StepFigureName::Rollout),
         wants(StepFigureName::Update),
@@ -99,6 +102,12 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         let prompt = ws.prompt_template()?;
         let figure = bench::sft_step(&a.preset, &preset, &workload, &defaults, &prompt, &dev)?;
         println!("{}", serde_json::to_string(&figure)?);
+    }
+    if wants(StepFigureName::Products) {
+        let threads = crate::parallel::worker_threads();
+        for figure in bench::decode_products(&a.preset, &preset, &workload, threads)? {
+            println!("{}", serde_json::to_string(&figure)?);
+        }
     }
     if let Some(steps) = a.store {
         let defaults = ws.trainer_defaults()?;

@@ -10,7 +10,7 @@ mod chat;
 mod config;
 mod decode;
 mod export;
-mod few_rows;
+pub(crate) mod few_rows;
 mod fused;
 mod init;
 mod kv_cache;
