@@ -574,3 +574,54 @@ fn the_checklist_passes_real_runs_and_fails_a_run_whose_filter_broke() {
     );
     assert_eq!(out.matches(" passed=true").count(), 1, "{out}");
 }
+
+#[test]
+fn a_script_picks_training_questions_by_their_per_question_results() {
+    let tmp = tempfile::tempdir().unwrap();
+    let script = r#"
+let pool = chart_data(#{ size: 100 }).take(6);
+let e = evaluate(model("tiny"), pool, #{ n: 2, max_tokens: 8 });
+let total = 0;
+for c in e.correct { if c < 0 || c > 2 { throw `count ${c}`; } total += c; }
+print(`counts ${e.correct.len()}, consistent ${total / 12.0 == e.accuracy}`);
+let picked = pool.pick([4, 1]);
+print(`picked ${picked.len()}: ${picked}`);
+let run = train(#{ mode: "nsr", model: model("tiny"), data: picked, batch_size: 2,
+                   num_generations: 2, max_completion_length: 12 });
+print(`${run.name} ${run.status}`);
+"#;
+    write(tmp.path(), "pick.rhai", script);
+    let out = ok(&["exec", "pick.rhai"], tmp.path());
+    assert!(out.contains("counts 6, consistent true"), "{out}");
+    assert!(
+        out.contains("picked 2: pick(synthetic train split, seed 2025, easy, 2 picked)"),
+        "{out}"
+    );
+    let store = Store::open(&tmp.path().join("runs/chartrl.db")).unwrap();
+    let name = store
+        .list_runs()
+        .unwrap()
+        .into_iter()
+        .find(|r| r.name.starts_with("nsr-n2-"))
+        .expect("the nsr run on the pick")
+        .name;
+    let run = store.find_run(&name).unwrap();
+    assert_eq!(run.status.as_str(), "done");
+    let data = run.config["data"].as_str().unwrap().to_string();
+    assert!(data.starts_with("subset:synthetic:"), "{data}");
+    drop(store);
+    // The same pick is the same run.
+    let again = ok(&["exec", "pick.rhai"], tmp.path());
+    assert_eq!(count(&again, "reused"), 1, "{again}");
+
+    write(
+        tmp.path(),
+        "bad.rhai",
+        "let pool = chart_data(#{ size: 100 }).take(6);\npool.pick([2, 6]);",
+    );
+    let err = user_error(&["exec", "bad.rhai"], tmp.path());
+    assert!(
+        err.contains("bad.rhai:2") && err.contains("`6` is not a position in this data (0 to 5)"),
+        "{err}"
+    );
+}

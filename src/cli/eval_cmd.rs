@@ -77,7 +77,7 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
     let data = a.questions_from.spec();
     let questions = match (&data, a.questions) {
         (_, Some(q)) => q,
-        (DataSpec::File(_), None) => usize::MAX,
+        (DataSpec::File(_) | DataSpec::Subset { .. }, None) => usize::MAX,
         (DataSpec::Synthetic { .. }, None) => 100,
     };
     let target = match (&a.target.run, &a.target.model) {

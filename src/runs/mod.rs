@@ -47,6 +47,8 @@ pub enum RunError {
     NoModel(String),
     #[error("evaluation: {0}")]
     BadEval(String),
+    #[error("data: {0}")]
+    BadData(String),
     /// Stopped by the user between chunks of work; the message says how to go on.
     #[error("{0}")]
     Stopped(String),
@@ -85,6 +87,12 @@ pub enum DataSpec {
     },
     /// A chartrl JSONL or ChartQA JSON file.
     File(PathBuf),
+    /// The samples of `of` at `indices`, in that order: a script's pick (`data.pick([...])`),
+    /// such as the questions a model solves sometimes but not always.
+    Subset {
+        of: Box<DataSpec>,
+        indices: Vec<usize>,
+    },
 }
 
 impl Default for DataSpec {
@@ -119,6 +127,23 @@ impl DataSpec {
             } => Generator::with_difficulty(*split, *seed, *difficulty)
                 .take(n)
                 .collect(),
+            DataSpec::Subset { of, indices } => {
+                let picked = &indices[..indices.len().min(n)];
+                let upto = picked.iter().max().map_or(0, |m| m + 1);
+                let all = of.samples(upto)?;
+                picked
+                    .iter()
+                    .map(|&i| {
+                        all.get(i).cloned().ok_or_else(|| {
+                            RunError::BadData(format!(
+                                "{}: no sample {i} (it has {})",
+                                of.label(),
+                                all.len()
+                            ))
+                        })
+                    })
+                    .collect::<Result<_, _>>()?
+            }
         })
     }
 
@@ -134,6 +159,11 @@ impl DataSpec {
                 "synthetic:v{}:{}:{seed}:{difficulty}",
                 identity::SYNTHETIC_VERSION,
                 split.name()
+            ),
+            DataSpec::Subset { of, indices } => format!(
+                "subset:{}:{}",
+                of.identity()?,
+                identity::identity_of(&serde_json::json!(indices))
             ),
         })
     }
@@ -153,6 +183,9 @@ impl DataSpec {
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_else(|| p.display().to_string()),
+            DataSpec::Subset { of, indices } => {
+                format!("{}, {} picked", of.label(), indices.len())
+            }
         }
     }
 
@@ -160,6 +193,22 @@ impl DataSpec {
         match self {
             DataSpec::File(p) => Some(p),
             DataSpec::Synthetic { .. } => None,
+            DataSpec::Subset { of, .. } => of.path(),
+        }
+    }
+
+    /// The samples of this data at `indices` (positions in its samples, in that order); a
+    /// pick of a pick maps through to the original data.
+    pub fn pick(&self, indices: &[usize]) -> DataSpec {
+        match self {
+            DataSpec::Subset { of, indices: own } => DataSpec::Subset {
+                of: of.clone(),
+                indices: indices.iter().map(|&i| own[i]).collect(),
+            },
+            other => DataSpec::Subset {
+                of: Box::new(other.clone()),
+                indices: indices.to_vec(),
+            },
         }
     }
 }
@@ -763,4 +812,47 @@ pub fn sample_rows(m: &StepMetrics) -> Vec<SampleRow> {
             advantage: e.advantage,
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pick_is_those_samples_in_that_order_and_a_pick_of_a_pick_maps_through() {
+        let test = DataSpec::synthetic(Split::Test);
+        let all = test.samples(10).unwrap();
+        let ids = |d: &DataSpec, n| -> Vec<String> {
+            d.samples(n).unwrap().into_iter().map(|s| s.id).collect()
+        };
+        let picked = test.pick(&[7, 2, 5]);
+        assert_eq!(ids(&picked, 10), [&*all[7].id, &all[2].id, &all[5].id]);
+        assert_eq!(ids(&picked, 2), [&*all[7].id, &all[2].id]);
+        let again = picked.pick(&[2, 0]);
+        assert_eq!(again, test.pick(&[5, 7]));
+        assert_eq!(ids(&again, 10), [&*all[5].id, &all[7].id]);
+
+        let id = picked.identity().unwrap();
+        assert!(id.starts_with("subset:synthetic:"), "{id}");
+        assert_ne!(id, test.pick(&[2, 7, 5]).identity().unwrap());
+        assert_eq!(id, test.pick(&[7, 2, 5]).identity().unwrap());
+        assert_eq!(
+            picked.label(),
+            "synthetic test split, seed 2025, easy, 3 picked"
+        );
+    }
+
+    #[test]
+    fn a_pick_past_the_end_of_a_file_names_the_position() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("two.jsonl");
+        let two = DataSpec::synthetic(Split::Test).samples(2).unwrap();
+        let lines: Vec<String> = two
+            .iter()
+            .map(|s| serde_json::to_string(s).unwrap())
+            .collect();
+        std::fs::write(&path, lines.join("\n")).unwrap();
+        let err = DataSpec::File(path).pick(&[1, 3]).samples(5).unwrap_err();
+        assert!(err.to_string().contains("no sample 3 (it has 2)"), "{err}");
+    }
 }

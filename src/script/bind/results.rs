@@ -58,7 +58,9 @@ impl Host {
         let ready = !self.dry && mine && model.ready && run.as_ref().is_none_or(|r| r.id.is_some());
         if !ready {
             // A dry pass returns the same shape, with NaN for what sampling would measure.
-            return Ok(eval_map(&EvalSummary::unmeasured(data.size, config.n), &ks));
+            let mut out = eval_map(&EvalSummary::unmeasured(data.size, config.n), &ks);
+            out.insert("correct".into(), Array::new().into());
+            return Ok(out);
         }
         let req = EvalRequest {
             target: match run {
@@ -88,10 +90,17 @@ impl Host {
         if bare_model && !self.evaluated_models.contains(&o.run.name) {
             self.evaluated_models.push(o.run.name.clone());
         }
+        let correct: Array = self
+            .store
+            .eval_questions(o.run.id, o.step, &o.name)?
+            .iter()
+            .map(|q| Dynamic::from(q.correct as INT))
+            .collect();
         let mut out = Map::new();
         out.insert("run".into(), o.run.name.into());
         out.insert("name".into(), o.name.into());
         out.extend(eval_map(&o.result.summary, &ks));
+        out.insert("correct".into(), correct.into());
         Ok(out)
     }
 

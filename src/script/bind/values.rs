@@ -65,6 +65,7 @@ pub(super) fn register(engine: &mut Engine, host: &HostRef) {
         .register_type_with_name::<DataRef>("Data")
         .register_type_with_name::<RunRef>("Run");
     engine.register_fn("take", take);
+    engine.register_fn("pick", pick);
     engine.register_fn("len", |d: &mut DataRef| d.size as INT);
     engine.register_fn("to_string", |d: &mut DataRef| match &d.spec {
         DataSpec::Synthetic {
@@ -77,6 +78,7 @@ pub(super) fn register(engine: &mut Engine, host: &HostRef) {
             d.size
         ),
         DataSpec::File(p) => format!("data({}, {} samples)", p.display(), d.size),
+        spec @ DataSpec::Subset { .. } => format!("pick({})", spec.label()),
     });
     engine.register_fn("to_string", |m: &mut ModelRef| {
         format!("model({})", m.dir.display())
@@ -127,6 +129,29 @@ fn take(d: &mut DataRef, n: INT) -> Result<DataRef, Box<EvalAltResult>> {
     Ok(DataRef {
         spec: d.spec.clone(),
         size: d.size.min(n as usize),
+    })
+}
+
+/// `data.pick([i, ...])`: the samples at those positions (0-based, below `data.len()`), in
+/// that order; for example the questions an evaluation's `correct` counts show a model solves
+/// sometimes but not always.
+fn pick(d: &mut DataRef, indices: Array) -> Result<DataRef, Box<EvalAltResult>> {
+    if indices.is_empty() {
+        return Err("pick([]): no samples picked".into());
+    }
+    let picked = indices
+        .iter()
+        .map(|v| match v.as_int() {
+            Ok(i) if i >= 0 && (i as usize) < d.size => Ok(i as usize),
+            _ => Err(format!(
+                "pick: `{v}` is not a position in this data (0 to {})",
+                d.size.saturating_sub(1)
+            )),
+        })
+        .collect::<Result<Vec<usize>, String>>()?;
+    Ok(DataRef {
+        spec: d.spec.pick(&picked),
+        size: picked.len(),
     })
 }
 
