@@ -199,6 +199,10 @@ impl DataSpec {
 
     /// The samples of this data at `indices` (positions in its samples, in that order); a
     /// pick of a pick maps through to the original data.
+    ///
+    /// # Panics
+    /// On a pick, if an index is not below its number of samples (a script's `pick` checks
+    /// them against the data's length first).
     pub fn pick(&self, indices: &[usize]) -> DataSpec {
         match self {
             DataSpec::Subset { of, indices: own } => DataSpec::Subset {
