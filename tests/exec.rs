@@ -589,6 +589,10 @@ print(`picked ${picked.len()}: ${picked}`);
 let run = train(#{ mode: "nsr", model: model("tiny"), data: picked, batch_size: 2,
                    num_generations: 2, max_completion_length: 12 });
 print(`${run.name} ${run.status}`);
+// The same size from the first samples: a different run, never pooled with the pick's.
+train(#{ mode: "nsr", model: model("tiny"), data: pool.take(2), batch_size: 2,
+         num_generations: 2, max_completion_length: 12 });
+report(#{ out: "rep" });
 "#;
     write(tmp.path(), "pick.rhai", script);
     let out = ok(&["exec", "pick.rhai"], tmp.path());
@@ -610,9 +614,16 @@ print(`${run.name} ${run.status}`);
     let data = run.config["data"].as_str().unwrap().to_string();
     assert!(data.starts_with("subset:synthetic:"), "{data}");
     drop(store);
+    let md = std::fs::read_to_string(tmp.path().join("rep/report.md")).unwrap();
+    for label in [
+        "NSR (data synthetic train split, seed 2025, easy, 2 picked)",
+        "NSR (data synthetic train split, seed 2025, easy)",
+    ] {
+        assert!(md.contains(label), "no row for {label}:\n{md}");
+    }
     // The same pick is the same run.
     let again = ok(&["exec", "pick.rhai"], tmp.path());
-    assert_eq!(count(&again, "reused"), 1, "{again}");
+    assert_eq!(count(&again, "reused"), 2, "{again}");
 
     write(
         tmp.path(),

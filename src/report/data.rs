@@ -182,37 +182,108 @@ const NOT_VARIANTS: [&str; 6] = [
 ];
 
 /// Sets each RL run's [`RunData::variant`]: the trainer options that every RL run of the
-/// report records and that do not have the same value in all of them.
+/// report records and that do not have the same value in all of them, and the start model
+/// and training data when those differ (a pick and the first N of the same size are not
+/// seeds of one mode).
 pub fn mark_variants(runs: &mut [RunData]) {
-    let options = |d: &RunData| -> BTreeMap<String, String> {
-        d.config
-            .options
-            .as_object()
-            .into_iter()
-            .flatten()
-            .filter(|(k, _)| !NOT_VARIANTS.contains(&k.as_str()))
-            .map(|(k, v)| (k.clone(), option_value(v)))
-            .collect()
-    };
-    let rl: Vec<BTreeMap<String, String>> =
-        runs.iter().filter(|d| d.is_rl()).map(options).collect();
+    let rl: Vec<BTreeMap<String, Setting>> =
+        runs.iter().filter(|d| d.is_rl()).map(settings).collect();
     let Some(first) = rl.first() else { return };
     let varying: Vec<&String> = first
         .keys()
         .filter(|k| rl.iter().all(|o| o.contains_key(*k)))
-        .filter(|k| rl.iter().any(|o| o.get(*k) != first.get(*k)))
+        .filter(|k| rl.iter().any(|o| o[*k].value != first[*k].value))
         .collect();
     if varying.is_empty() {
         return;
     }
+    let shown: BTreeMap<&String, BTreeMap<&str, String>> = varying
+        .iter()
+        .map(|k| (*k, distinct_shows(rl.iter().map(|o| &o[*k]))))
+        .collect();
     for d in runs.iter_mut().filter(|d| d.is_rl()) {
-        let o = options(d);
+        let o = settings(d);
         let parts: Vec<String> = varying
             .iter()
-            .filter_map(|k| Some(format!("{k} {}", o.get(*k)?)))
+            .filter_map(|k| Some(format!("{k} {}", shown[k][o.get(*k)?.value.as_str()])))
             .collect();
         d.variant = Some(parts.join(", "));
     }
+}
+
+/// One thing a run was made with: what tells it apart, and how a label shows it.
+#[derive(Debug, Clone)]
+struct Setting {
+    value: String,
+    show: String,
+}
+
+/// A run's trainer options (those a report does not group by), its start model and its data.
+fn settings(d: &RunData) -> BTreeMap<String, Setting> {
+    let mut out: BTreeMap<String, Setting> = d
+        .config
+        .options
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(k, _)| !NOT_VARIANTS.contains(&k.as_str()))
+        .map(|(k, v)| {
+            let value = option_value(v);
+            (
+                k.clone(),
+                Setting {
+                    show: value.clone(),
+                    value,
+                },
+            )
+        })
+        .collect();
+    let model_name = d
+        .config
+        .model_path
+        .as_deref()
+        .and_then(|p| std::path::Path::new(p).file_name())
+        .map(|n| n.to_string_lossy().into_owned());
+    let inputs = [
+        ("model", &d.config.model, model_name),
+        ("data", &d.config.data, d.config.data_label.clone()),
+    ];
+    for (key, identity, label) in inputs {
+        if let Some(value) = identity.clone() {
+            let show = label.unwrap_or_else(|| short_identity(&value));
+            out.insert(key.into(), Setting { value, show });
+        }
+    }
+    out
+}
+
+/// How each distinct value shows: its own label, with a short hash of the value where two
+/// values would otherwise show alike (two picks of the same size).
+fn distinct_shows<'a>(settings: impl Iterator<Item = &'a Setting>) -> BTreeMap<&'a str, String> {
+    let mut by_value: BTreeMap<&str, &str> = BTreeMap::new();
+    for s in settings {
+        by_value.insert(&s.value, &s.show);
+    }
+    let mut uses: BTreeMap<&str, usize> = BTreeMap::new();
+    for show in by_value.values() {
+        *uses.entry(show).or_default() += 1;
+    }
+    by_value
+        .into_iter()
+        .map(|(value, show)| {
+            let shown = if uses[show] > 1 {
+                format!("{show} #{}", short_identity(value))
+            } else {
+                show.to_string()
+            };
+            (value, shown)
+        })
+        .collect()
+}
+
+/// The first 8 hex digits of a hash of `value`.
+fn short_identity(value: &str) -> String {
+    crate::runs::identity::identity_of(&serde_json::json!(value))[..8].to_string()
 }
 
 /// An option's value as a label shows it: `5e-5` rather than `0.00005`, strings unquoted.
@@ -288,4 +359,36 @@ pub fn mode_rank(mode: &str) -> usize {
         .iter()
         .position(|m| m.name() == mode)
         .unwrap_or(crate::train::Mode::ALL.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn setting(value: &str, show: &str) -> Setting {
+        Setting {
+            value: value.into(),
+            show: show.into(),
+        }
+    }
+
+    #[test]
+    fn values_that_would_show_alike_get_a_short_hash() {
+        let all = [
+            setting("subset:a", "train, 2 picked"),
+            setting("subset:b", "train, 2 picked"),
+            setting("synthetic", "train"),
+            setting("subset:a", "train, 2 picked"),
+        ];
+        let shows = distinct_shows(all.iter());
+        assert_eq!(shows.len(), 3);
+        assert_eq!(shows["synthetic"], "train");
+        let (a, b) = (&shows["subset:a"], &shows["subset:b"]);
+        assert_ne!(a, b);
+        assert_eq!(
+            a,
+            &format!("train, 2 picked #{}", short_identity("subset:a"))
+        );
+        assert_eq!(short_identity("subset:a").len(), 8);
+    }
 }

@@ -20,6 +20,15 @@ pub struct RunConfig {
     pub model_path: Option<String>,
     #[serde(default)]
     pub data_path: Option<String>,
+    /// The identity of the input model (its content hash) and of the data.
+    #[serde(default)]
+    pub model: Option<String>,
+    #[serde(default)]
+    pub data: Option<String>,
+    /// What the data is, for people (`DataSpec::label`; not part of the identity, and absent
+    /// from runs made before it was recorded).
+    #[serde(default)]
+    pub data_label: Option<String>,
     /// The sha256 of the prompt template (runs made before it was recorded have none).
     #[serde(default)]
     pub prompt: Option<String>,

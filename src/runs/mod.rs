@@ -391,6 +391,7 @@ fn plan_run(
     config["options"] = options;
     config["model_path"] = model.display().to_string().into();
     config["data_path"] = data.path().map(|p| p.display().to_string()).into();
+    config["data_label"] = data.label().into();
     Ok(NewRun {
         identity,
         name,
