@@ -66,6 +66,7 @@ pub(super) fn register(engine: &mut Engine, host: &HostRef) {
         .register_type_with_name::<RunRef>("Run");
     engine.register_fn("take", take);
     engine.register_fn("pick", pick);
+    engine.register_fn("types", types);
     engine.register_fn("len", |d: &mut DataRef| d.size as INT);
     engine.register_fn("to_string", |d: &mut DataRef| match &d.spec {
         DataSpec::Synthetic {
@@ -153,6 +154,16 @@ fn pick(d: &mut DataRef, indices: Array) -> Result<DataRef, Box<EvalAltResult>> 
         spec: d.spec.pick(&picked),
         size: picked.len(),
     })
+}
+
+/// `data.types()`: each sample's question type (`lookup`, `sum`, ...), in data order, so a
+/// script can `pick` the questions of one skill.
+fn types(d: &mut DataRef) -> Result<Array, Box<EvalAltResult>> {
+    let samples = d.spec.samples(d.size).map_err(|e| e.to_string())?;
+    Ok(samples
+        .into_iter()
+        .map(|s| Dynamic::from(s.question_type))
+        .collect())
 }
 
 impl Host {
