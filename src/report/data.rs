@@ -201,8 +201,7 @@ pub fn mark_variants(runs: &mut [RunData]) {
         .iter()
         .map(|k| (*k, distinct_shows(rl.iter().map(|o| &o[*k]))))
         .collect();
-    for d in runs.iter_mut().filter(|d| d.is_rl()) {
-        let o = settings(d);
+    for (d, o) in runs.iter_mut().filter(|d| d.is_rl()).zip(&rl) {
         let parts: Vec<String> = varying
             .iter()
             .filter_map(|k| Some(format!("{k} {}", shown[k][o.get(*k)?.value.as_str()])))
