@@ -289,7 +289,7 @@ fn reward_flat(reward: &[f64]) -> Option<Warning> {
         message: format!(
             "mean reward over the last {w} steps is {last:.3} against {first:.3} over the first {w}"
         ),
-        fix: "raise learning_rate, check the reward functions (chartrl sample --run RUN), or warm-start longer so some completions are correct",
+        fix: "if the reward fell, lower learning_rate (too large a step degrades the policy); if it stayed flat, raise it, check the reward functions (chartrl sample --run RUN), or warm-start longer so some completions are correct",
     })
 }
 
