@@ -712,6 +712,53 @@ fn intervals_and_per_type_tables_match_an_independent_computation() {
         }
     }
 
+    // Per open-answer type: NSR against the warm start on the sum questions alone (indices 6
+    // and 19), pass@1 and pass@16, against the independent bootstrap.
+    let per_type = md.split("### Per open-answer type").nth(1).unwrap();
+    let header = per_type
+        .lines()
+        .find(|l| l.starts_with("| mode |"))
+        .unwrap();
+    let col = header
+        .trim_matches('|')
+        .split(" | ")
+        .position(|c| c.trim() == "sum pass@1 (pp, 2 q)")
+        .unwrap_or_else(|| panic!("no sum column: {header}"));
+    let rows: Vec<&str> = per_type
+        .lines()
+        .filter(|l| l.starts_with("| NSR | 100 | warm start n=64 |"))
+        .collect();
+    assert_eq!(rows.len(), 2, "one row per k:\n{per_type}");
+    for (line, k) in rows.iter().zip([1u64, 16]) {
+        let cell = line.trim_matches('|').split(" | ").nth(col).unwrap();
+        let at = |c: &[usize]| {
+            vec![
+                exact_pass(16, c[6] as u64, k),
+                exact_pass(16, c[19] as u64, k),
+            ]
+        };
+        let a = vec![at(&counts["nsr-1"]), at(&counts["nsr-2"])];
+        let (est, lo, hi) = bootstrap(&a, &[at(&base)], 20_000);
+        let (got_est, got_lo, got_hi, _) = parse_cell(cell);
+        assert!(
+            (got_est - 100.0 * est).abs() < 0.051,
+            "pass@{k}: {line}: {est}"
+        );
+        // Two questions make a coarse bootstrap distribution: its tails within a few points.
+        assert!(
+            (got_lo - 100.0 * lo).abs() < 3.0,
+            "pass@{k} lo: {line}: {lo}"
+        );
+        assert!(
+            (got_hi - 100.0 * hi).abs() < 3.0,
+            "pass@{k} hi: {line}: {hi}"
+        );
+    }
+    assert!(
+        !per_type.contains("| GRPO | 100 | warm start n=64 | 3 |"),
+        "the unevaluated shaped run has no row:\n{per_type}"
+    );
+
     // Per-type table: the sum questions (indices 6 and 19), by hand.
     let sum_row = md
         .lines()

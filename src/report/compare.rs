@@ -195,22 +195,18 @@ pub fn interval_ks(n: usize) -> Vec<usize> {
     ks
 }
 
-/// Per question of `set` (by index), pass@k of each of `runs` (one row per run); `None` when
-/// the runs were not evaluated on the same questions.
+/// Per question for which `keep` holds (by index), pass@k of each of `runs` (one row per
+/// run); `None` when the runs were not evaluated on the same questions.
 fn per_question(
     runs: &[&RunData],
     name: &str,
-    set: Set,
+    keep: &dyn Fn(&QuestionResult) -> bool,
     k: usize,
 ) -> Option<(Vec<usize>, Vec<Vec<f64>>)> {
     let mut index: Option<Vec<usize>> = None;
     let mut rows = Vec::new();
     for d in runs {
-        let qs: Vec<&QuestionResult> = d
-            .questions(name)?
-            .iter()
-            .filter(|q| set.contains(q))
-            .collect();
+        let qs: Vec<&QuestionResult> = d.questions(name)?.iter().filter(|q| keep(q)).collect();
         let idx: Vec<usize> = qs.iter().map(|q| q.index).collect();
         if index.get_or_insert_with(|| idx.clone()) != &idx {
             return None;
@@ -225,19 +221,20 @@ fn per_question(
     Some((index?, rows))
 }
 
-/// One comparison: side A against side B on `set`, an interval per k.
-fn intervals(
+/// One comparison: side A against side B on the questions for which `keep` holds, an
+/// interval per k.
+pub(super) fn intervals(
     a: &[&RunData],
     b: &[&RunData],
     name: &str,
-    set: Set,
+    keep: &dyn Fn(&QuestionResult) -> bool,
     ks: &[usize],
 ) -> Option<(usize, Vec<Interval>)> {
     let mut out = Vec::new();
     let mut questions = 0;
     for &k in ks {
-        let (ia, ra) = per_question(a, name, set, k)?;
-        let (ib, rb) = per_question(b, name, set, k)?;
+        let (ia, ra) = per_question(a, name, keep, k)?;
+        let (ib, rb) = per_question(b, name, keep, k)?;
         if ia != ib || ia.is_empty() {
             return None;
         }
@@ -296,7 +293,8 @@ pub fn interval_blocks(
                 ));
             }
             for (label, side, seeds) in against {
-                let Some((questions, cells)) = intervals(&g.runs, &side, name, set, &ks) else {
+                let in_set = |q: &QuestionResult| set.contains(q);
+                let Some((questions, cells)) = intervals(&g.runs, &side, name, &in_set, &ks) else {
                     continue;
                 };
                 let mut row = vec![

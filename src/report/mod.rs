@@ -11,6 +11,7 @@ mod data;
 mod doc;
 mod figures;
 mod intervals;
+mod per_type;
 mod plots;
 mod questions;
 mod summary;
@@ -139,6 +140,7 @@ pub fn build(
     blocks.extend(baseline_blocks(&data, eval.as_ref(), headline));
     if let Some((name, e)) = &eval {
         blocks.extend(compare::interval_blocks(&rl, &baselines, name, e, headline));
+        blocks.extend(per_type::type_interval_blocks(&rl, &baselines, name, e));
         blocks.extend(compare::type_blocks(&rl, &baselines, name, e));
     }
     blocks.extend(figure_blocks(&figs));
