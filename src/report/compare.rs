@@ -275,26 +275,9 @@ pub fn interval_blocks(
     for set in [headline, Set::Guessable] {
         let mut rows = Vec::new();
         for g in &all {
-            let mut against: Vec<(String, Vec<&RunData>, String)> = Vec::new();
-            if let Some(base) = base_of(g.runs[0], baselines) {
-                against.push((base.label.clone(), vec![base], seed_list(&[base])));
-            }
-            let grpo = all.iter().find(|o| {
-                o.mode == Mode::Grpo.name()
-                    && o.size == g.size
-                    && o.rewards == g.rewards
-                    && o.variant == g.variant
-            });
-            if let (Some(grpo), false) = (grpo, g.mode == Mode::Grpo.name()) {
-                against.push((
-                    display_mode(Mode::Grpo.name()),
-                    grpo.runs.clone(),
-                    grpo.seeds(),
-                ));
-            }
-            for (label, side, seeds) in against {
-                let in_set = |q: &QuestionResult| set.contains(q);
-                let Some((questions, cells)) = intervals(&g.runs, &side, name, &in_set, &ks) else {
+            for (label, side, seeds) in sides_against(g, &all, baselines) {
+                let cells = intervals(&g.runs, &side, name, &|q| set.contains(q), &ks);
+                let Some((questions, cells)) = cells else {
                     continue;
                 };
                 let mut row = vec![
@@ -326,6 +309,33 @@ pub fn interval_blocks(
         )));
     }
     b
+}
+
+/// What group `g` is compared with: the model it started from and, unless it is GRPO, GRPO
+/// at the same size, rewards and variant; each with its label and seed list.
+fn sides_against<'a>(
+    g: &Group<'a>,
+    all: &[Group<'a>],
+    baselines: &[&'a RunData],
+) -> Vec<(String, Vec<&'a RunData>, String)> {
+    let mut against = Vec::new();
+    if let Some(base) = base_of(g.runs[0], baselines) {
+        against.push((base.label.clone(), vec![base], seed_list(&[base])));
+    }
+    let grpo = all.iter().find(|o| {
+        o.mode == Mode::Grpo.name()
+            && o.size == g.size
+            && o.rewards == g.rewards
+            && o.variant == g.variant
+    });
+    if let (Some(grpo), false) = (grpo, g.mode == Mode::Grpo.name()) {
+        against.push((
+            display_mode(Mode::Grpo.name()),
+            grpo.runs.clone(),
+            grpo.seeds(),
+        ));
+    }
+    against
 }
 
 fn seed_list(runs: &[&RunData]) -> String {
