@@ -5,7 +5,7 @@
 
 use super::data::{display_mode, mode_label, RunData};
 use super::doc::Block;
-use super::intervals::{paired_difference, Interval, LEVEL, RESAMPLES};
+use super::intervals::{expected_by_chance, paired_difference, Interval, LEVEL, RESAMPLES};
 use super::questions::{chance_of, summary_where, Set};
 use super::table::{groups, Group};
 use crate::data::QuestionType;
@@ -303,9 +303,9 @@ pub fn interval_blocks(
     }
     if count > 0 {
         b.push(Block::Para(format!(
-            "{count} intervals: at {:.0}%, about {:.0} of them would exclude 0 by chance even if no mode differed, so a lone `higher` or `lower` is weak evidence; look for differences that hold across k, sizes and seeds.",
+            "{count} intervals: at {:.0}%, about {} of them would exclude 0 by chance even if no mode differed, so a lone `higher` or `lower` is weak evidence; look for differences that hold across k, sizes and seeds.",
             100.0 * LEVEL,
-            count as f64 * (1.0 - LEVEL)
+            expected_by_chance(count)
         )));
     }
     b

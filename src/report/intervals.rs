@@ -18,6 +18,17 @@ pub const LEVEL: f64 = 0.95;
 /// The resampling seed: a report is the same every time it is written.
 const SEED: u64 = 0x1b007;
 
+/// How many of `count` intervals would exclude 0 by chance alone if nothing differed, as a
+/// report says it: `0.2` below one, else a whole number.
+pub fn expected_by_chance(count: usize) -> String {
+    let e = count as f64 * (1.0 - LEVEL);
+    if e < 0.95 {
+        format!("{e:.1}")
+    } else {
+        format!("{e:.0}")
+    }
+}
+
 /// A difference and its interval.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Interval {
@@ -146,6 +157,14 @@ mod tests {
         assert!(i.resolved());
         assert_eq!(paired_difference(&a, &[vec![0.0]]), None);
         assert_eq!(i.show(100.0), "+10.0 [+10.0, +10.0] higher");
+    }
+
+    #[test]
+    fn chance_counts_keep_a_decimal_below_one() {
+        assert_eq!(expected_by_chance(2), "0.1");
+        assert_eq!(expected_by_chance(10), "0.5");
+        assert_eq!(expected_by_chance(24), "1");
+        assert_eq!(expected_by_chance(84), "4");
     }
 
     #[test]

@@ -7,7 +7,7 @@
 use super::compare::{base_of, intervals};
 use super::data::{mode_label, RunData};
 use super::doc::Block;
-use super::intervals::LEVEL;
+use super::intervals::{expected_by_chance, LEVEL};
 use super::table::groups;
 use crate::data::QuestionType;
 use crate::eval::{QuestionResult, StoredEval};
@@ -92,9 +92,9 @@ pub fn type_interval_blocks(
         blocks.push(Block::Table { header, rows });
     }
     blocks.push(Block::Para(format!(
-        "Exploratory: the same paired intervals on each open-answer type alone. {count} intervals: at {:.0}%, about {:.0} would exclude 0 by chance, and a type's few questions resolve only large moves; read them for where a move in the table above came from, not as findings of their own.",
+        "Exploratory: the same paired intervals on each open-answer type alone. {count} intervals: at {:.0}%, about {} would exclude 0 by chance, and a type's few questions resolve only large moves; read them for where a move in the table above came from, not as findings of their own.",
         100.0 * LEVEL,
-        count as f64 * (1.0 - LEVEL)
+        expected_by_chance(count)
     )));
     blocks
 }
