@@ -509,6 +509,16 @@ fn parse_cell(cell: &str) -> (f64, f64, f64, String) {
     (num(est), num(lo), num(hi), verdict.to_string())
 }
 
+/// Asserts that a report cell holds the independent (estimate, lo, hi), in points: the estimate
+/// to its printed digit, the bounds within `tail` points; returns the cell's verdict.
+fn check_cell(cell: &str, (est, lo, hi): (f64, f64, f64), tail: f64, line: &str) -> String {
+    let (got_est, got_lo, got_hi, verdict) = parse_cell(cell);
+    assert!((got_est - 100.0 * est).abs() < 0.051, "{line}: {est}");
+    assert!((got_lo - 100.0 * lo).abs() < tail, "lo: {line}: {lo}");
+    assert!((got_hi - 100.0 * hi).abs() < tail, "hi: {line}: {hi}");
+    verdict
+}
+
 #[test]
 fn intervals_and_per_type_tables_match_an_independent_computation() {
     let tmp = tempfile::tempdir().unwrap();
@@ -685,20 +695,9 @@ fn intervals_and_per_type_tables_match_an_independent_computation() {
             let a = vec![per_q(&counts["nsr-1"], *k), per_q(&counts["nsr-2"], *k)];
             let b: Vec<Vec<f64>> = b_runs.iter().map(|c| per_q(c, *k)).collect();
             let (est, lo, hi) = bootstrap(&a, &b, 20_000);
-            let (got_est, got_lo, got_hi, verdict) = parse_cell(cells[5 + i]);
-            assert!(
-                (got_est - 100.0 * est).abs() < 0.051,
-                "pass@{k} vs {against}: {line}: {est}"
-            );
             // Monte Carlo error of 2,000 replicates: well under a point.
-            assert!(
-                (got_lo - 100.0 * lo).abs() < 1.0,
-                "pass@{k} vs {against} lo: {line}: {lo}"
-            );
-            assert!(
-                (got_hi - 100.0 * hi).abs() < 1.0,
-                "pass@{k} vs {against} hi: {line}: {hi}"
-            );
+            let at_k = format!("pass@{k} vs {against}: {line}");
+            let verdict = check_cell(cells[5 + i], (est, lo, hi), 1.0, &at_k);
             let want = if lo > 0.0 {
                 "higher"
             } else if hi < 0.0 {
@@ -738,20 +737,12 @@ fn intervals_and_per_type_tables_match_an_independent_computation() {
             ]
         };
         let a = vec![at(&counts["nsr-1"]), at(&counts["nsr-2"])];
-        let (est, lo, hi) = bootstrap(&a, &[at(&base)], 20_000);
-        let (got_est, got_lo, got_hi, _) = parse_cell(cell);
-        assert!(
-            (got_est - 100.0 * est).abs() < 0.051,
-            "pass@{k}: {line}: {est}"
-        );
         // Two questions make a coarse bootstrap distribution: its tails within a few points.
-        assert!(
-            (got_lo - 100.0 * lo).abs() < 3.0,
-            "pass@{k} lo: {line}: {lo}"
-        );
-        assert!(
-            (got_hi - 100.0 * hi).abs() < 3.0,
-            "pass@{k} hi: {line}: {hi}"
+        check_cell(
+            cell,
+            bootstrap(&a, &[at(&base)], 20_000),
+            3.0,
+            &format!("pass@{k}: {line}"),
         );
     }
     assert!(
