@@ -6,6 +6,7 @@
 //! (`config.json`, `*.safetensors`, `tokenizer.json`), so a downloaded Qwen2.5 checkpoint loads
 //! through the same path as a preset created here.
 
+mod attention;
 mod chat;
 mod config;
 mod decode;

@@ -3,6 +3,7 @@
 
 use candle_core::{DType, Device, Result, Tensor, D};
 
+use super::attention;
 use super::decode::{LoopLayer, LoopWeights};
 use super::kv_cache::KvCache;
 use super::ops::{self, linear, OpPath};
@@ -271,7 +272,12 @@ impl Qwen2 {
                 )
             }
         };
-        let mask = self.attention_mask(s, past, rows)?;
+        let mask = match rows {
+            None if self.embed.device().is_cpu() && self.embed.dtype() == DType::F32 => {
+                Mask::Causal
+            }
+            _ => Mask::Additive(self.attention_mask(s, past, rows)?),
+        };
         let mut x = self
             .embed
             .embedding(&ids.flatten_all()?)?
@@ -279,8 +285,7 @@ impl Qwen2 {
         let mut new_kv = Vec::with_capacity(self.layers.len());
         for (l, layer) in self.layers.iter().enumerate() {
             let h = ops::rms_norm(&x, &layer.input_norm, self.cfg.rms_norm_eps, self.path)?;
-            let (attn, kv) =
-                self.attention(l, layer, &h, &cos, &sin, mask.as_ref(), &mut attend)?;
+            let (attn, kv) = self.attention(l, layer, &h, &cos, &sin, &mask, &mut attend)?;
             x = (x + attn)?;
             let h = ops::rms_norm(&x, &layer.post_norm, self.cfg.rms_norm_eps, self.path)?;
             x = (x + layer.proj.mlp(&h)?)?;
@@ -331,7 +336,7 @@ impl Qwen2 {
         x: &Tensor,
         cos: &Tensor,
         sin: &Tensor,
-        mask: Option<&Tensor>,
+        mask: &Mask,
         attend: &mut Attend,
     ) -> Result<(Tensor, LayerKv)> {
         let (b, s, _) = x.dims3()?;
@@ -357,10 +362,21 @@ impl Qwen2 {
             }
             Attend::Cache(cache) => cache.append(l, &k, &v)?,
         };
-        let out = gqa_attention(&q, &k_all, &v_all, mask, self.path)?;
+        let out = match mask {
+            Mask::Causal => attention::causal(&q, &k_all, &v_all)?,
+            Mask::Additive(mask) => gqa_attention(&q, &k_all, &v_all, mask.as_ref(), self.path)?,
+        };
         let out = out.transpose(1, 2)?.reshape((b, s, nh * d))?;
         Ok((layer.proj.out(&out)?, LayerKv { k, v }))
     }
+}
+
+/// How a forward's new tokens are kept from the keys they may not see.
+enum Mask {
+    /// Causal only, by [`attention::causal`] (f32 CPU tensors, no key mask).
+    Causal,
+    /// An additive mask over the scores (`None`: every key), for [`gqa_attention`].
+    Additive(Option<Tensor>),
 }
 
 /// Scaled dot-product attention where each key/value head serves `heads / kv_heads` query
@@ -426,4 +442,71 @@ pub fn gather_logprobs(logits: &Tensor, targets: &Tensor) -> Result<(Tensor, Ten
     let lp = logp.detach();
     let entropy = (lp.exp()? * &lp)?.sum(D::Minus1)?.neg()?;
     Ok((picked, entropy))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::testing::max_diff;
+    use candle_core::Var;
+
+    /// The composition the causal kernel replaces: scores, scale, additive causal mask,
+    /// softmax, values.
+    fn composed(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
+        let (s, t) = (q.dim(2)?, k.dim(2)?);
+        let groups = q.dim(1)? / k.dim(1)?;
+        let mask = causal_mask(s, t - s, groups, DType::F32, q.device())?;
+        gqa_attention(q, k, v, Some(&mask), OpPath::Differentiable)
+    }
+
+    /// Values and the gradients of `sum(attention * probe)` for queries, keys and values.
+    fn run(
+        vars: &[Var; 3],
+        probe: &Tensor,
+        f: impl Fn(&Tensor, &Tensor, &Tensor) -> Result<Tensor>,
+    ) -> Vec<Tensor> {
+        let [q, k, v] = vars.each_ref().map(|x| x.as_tensor());
+        let out = f(q, k, v).unwrap();
+        let grads = (&out * probe)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let mut all = vec![out];
+        all.extend([q, k, v].map(|x| grads.get(x).unwrap().clone()));
+        all
+    }
+
+    /// Against the composition, in value and in the three gradients: grouped query heads, a
+    /// prefix of keys (the RL update's shared prompt), more rows than a block, a head size
+    /// that is not a multiple of 8, and one new token.
+    #[test]
+    fn causal_kernel_matches_the_composition() {
+        let dev = Device::Cpu;
+        for (b, nh, nkv, s, past, d) in [
+            (2, 4, 2, 5, 0, 8),
+            (3, 4, 2, 4, 3, 12),
+            (1, 2, 1, 37, 0, 16),
+            (2, 6, 3, 20, 9, 64),
+            (2, 2, 2, 1, 6, 8),
+        ] {
+            let t = past + s;
+            let vars = [
+                Var::randn(0f32, 1., (b, nh, s, d), &dev).unwrap(),
+                Var::randn(0f32, 1., (b, nkv, t, d), &dev).unwrap(),
+                Var::randn(0f32, 1., (b, nkv, t, d), &dev).unwrap(),
+            ];
+            let probe = Tensor::randn(0f32, 1., (b, nh, s, d), &dev).unwrap();
+            let fused = run(&vars, &probe, attention::causal);
+            let reference = run(&vars, &probe, composed);
+            for (what, (a, r)) in ["out", "dq", "dk", "dv"]
+                .iter()
+                .zip(fused.iter().zip(&reference))
+            {
+                let diff = max_diff(a, r);
+                assert!(diff < 1e-5, "{what} {:?}: {diff}", (b, nh, nkv, s, past, d));
+            }
+        }
+    }
 }
