@@ -13,6 +13,7 @@ use std::ops::Range;
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 
 use super::fused::{data, softmax_in_place};
+use super::product::{product, Mat};
 
 /// Query rows whose scores are computed together. Each block's products run over the keys its
 /// last row sees, so the masked half of the scores is mostly never computed.
@@ -81,73 +82,6 @@ impl Dims {
             let rows = BLOCK.min(seq - i0);
             (i0, rows, past + i0 + rows)
         })
-    }
-}
-
-/// A matrix read in place: element `(r, c)` is `data[r * rs + c * cs]`.
-#[derive(Clone, Copy)]
-struct Mat<'a> {
-    data: &'a [f32],
-    rs: usize,
-    cs: usize,
-}
-
-impl<'a> Mat<'a> {
-    /// Row-major with rows of `cols`.
-    fn rows(data: &'a [f32], cols: usize) -> Self {
-        Self {
-            data,
-            rs: cols,
-            cs: 1,
-        }
-    }
-
-    /// The transpose of a row-major matrix with rows of `cols`.
-    fn transposed(data: &'a [f32], cols: usize) -> Self {
-        Self {
-            data,
-            rs: 1,
-            cs: cols,
-        }
-    }
-
-    /// Whether an `r x c` matrix read this way stays inside `data`.
-    fn holds(&self, r: usize, c: usize) -> bool {
-        r == 0 || c == 0 || (r - 1) * self.rs + (c - 1) * self.cs < self.data.len()
-    }
-}
-
-/// `dst = a · b` (or `dst += a · b` with `accumulate`) for `a` of `m x k` and `b` of `k x n`,
-/// into the row-major `m x n` start of `dst`, by candle's CPU matrix kernel on this thread.
-fn product(dst: &mut [f32], accumulate: bool, (m, k, n): (usize, usize, usize), a: Mat, b: Mat) {
-    assert!(
-        dst.len() >= m * n && a.holds(m, k) && b.holds(k, n),
-        "attention product out of bounds"
-    );
-    // SAFETY: the assert above keeps every element the kernel reads or writes inside the
-    // three slices; `dst` is borrowed mutably, so it aliases neither input.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            accumulate,
-            a.data.as_ptr(),
-            a.cs as isize,
-            a.rs as isize,
-            b.data.as_ptr(),
-            b.cs as isize,
-            b.rs as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        )
     }
 }
 

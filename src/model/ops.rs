@@ -22,14 +22,17 @@ pub enum OpPath {
     Fused,
 }
 
-/// `x · wᵀ (+ b)` for a weight `w` of shape `(out, in)`. Sampling (the fused path) with few
-/// rows, on f32 CPU tensors, takes the few-rows kernel (`few_rows.rs`); everything else
-/// candle's matmul.
+/// `x · wᵀ (+ b)` for a weight `w` of shape `(out, in)`. On f32 CPU tensors, sampling (the
+/// fused path) with few rows takes the few-rows kernel (`few_rows.rs`) and training the linear
+/// op with its own backward (`linear.rs`); everything else candle's matmul.
 pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>, path: OpPath) -> Result<Tensor> {
     let rows = x.elem_count() / x.dim(D::Minus1)?.max(1);
     let y = if path == OpPath::Fused && rows <= few_rows::MAX_ROWS && cpu_f32(x) && cpu_f32(w) {
         x.contiguous()?
             .apply_op2_no_bwd(&w.contiguous()?, &few_rows::FewRows)?
+    } else if path == OpPath::Differentiable && cpu_f32(x) && cpu_f32(w) {
+        x.contiguous()?
+            .apply_op2(&w.contiguous()?, super::linear::Linear)?
     } else {
         x.broadcast_matmul(&w.t()?)?
     };
@@ -215,5 +218,36 @@ mod tests {
         }
         let fused = rms_norm(&x, &w, 1e-6, path).unwrap();
         assert!(max_diff(&fused, &rms_norm_composed(&x, &w, 1e-6).unwrap()) < 1e-5);
+    }
+
+    /// The linear op against candle's product, with and without a bias, on rows of rank 3 and
+    /// of rank 2, in value and in the gradients of the rows, the weight and the bias.
+    #[test]
+    fn linear_op_matches_candles_product_in_value_and_gradient() {
+        use candle_core::Var;
+        let dev = Device::Cpu;
+        let w = Var::randn(0f32, 1., (7, 12), &dev).unwrap();
+        let b = Var::randn(0f32, 1., 7, &dev).unwrap();
+        for shape in [&[2, 5, 12][..], &[9, 12][..]] {
+            let x = Var::randn(0f32, 1., shape, &dev).unwrap();
+            let mut out = shape.to_vec();
+            *out.last_mut().unwrap() = 7;
+            let probe = Tensor::randn(0f32, 1., out, &dev).unwrap();
+            let all = &[&x, &w, &b][..];
+            let candle = || x.broadcast_matmul(&w.t()?)?.broadcast_add(&b);
+            let ours = || linear(&x, &w, Some(&b), OpPath::Differentiable);
+            let diff = max_diff(&ours().unwrap(), &candle().unwrap());
+            assert!(diff < 1e-5, "{shape:?}: value {diff}");
+            for (a, c) in grads_of(all, &probe, ours)
+                .iter()
+                .zip(grads_of(all, &probe, candle))
+            {
+                assert!(
+                    max_diff(a, &c) < 1e-4,
+                    "{shape:?}: gradient {}",
+                    max_diff(a, &c)
+                );
+            }
+        }
     }
 }
