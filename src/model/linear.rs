@@ -10,7 +10,7 @@
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Storage, Tensor};
 
 use super::fused::data;
-use super::product::{product, Mat};
+use super::product::{product_new, Mat};
 
 /// `y = x · wᵀ` for `x` of shape `(..., in)` and `w` of shape `(out, in)`, both contiguous.
 pub struct Linear;
@@ -48,14 +48,7 @@ impl CustomOp2 for Linear {
     ) -> Result<(CpuStorage, Shape)> {
         let (m, k, n) = Self::dims(l1, l2)?;
         let (x, w) = (data(s1, l1, self.name())?, data(s2, l2, self.name())?);
-        let mut y = vec![0f32; m * n];
-        product(
-            &mut y,
-            false,
-            (m, k, n),
-            Mat::rows(x, k),
-            Mat::transposed(w, k),
-        );
+        let y = product_new((m, k, n), Mat::rows(x, k), Mat::transposed(w, k));
         let mut dims = l1.dims().to_vec();
         if let Some(last) = dims.last_mut() {
             *last = n;
@@ -76,22 +69,8 @@ impl CustomOp2 for Linear {
         let (ws, wl) = w.storage_and_layout();
         let (gs, gl) = g.storage_and_layout();
         let (xd, wd, gd) = (cpu(&xs, xl)?, cpu(&ws, wl)?, cpu(&gs, gl)?);
-        let mut dx = vec![0f32; m * k];
-        product(
-            &mut dx,
-            false,
-            (m, n, k),
-            Mat::rows(gd, n),
-            Mat::rows(wd, k),
-        );
-        let mut dw = vec![0f32; n * k];
-        product(
-            &mut dw,
-            false,
-            (n, m, k),
-            Mat::transposed(gd, n),
-            Mat::rows(xd, k),
-        );
+        let dx = product_new((m, n, k), Mat::rows(gd, n), Mat::rows(wd, k));
+        let dw = product_new((n, m, k), Mat::transposed(gd, n), Mat::rows(xd, k));
         Ok((
             Some(Tensor::from_vec(dx, x.shape(), x.device())?),
             Some(Tensor::from_vec(dw, w.shape(), w.device())?),

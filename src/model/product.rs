@@ -75,3 +75,10 @@ pub(super) fn product(
         )
     }
 }
+
+/// `a · b` for `a` of `m x k` and `b` of `k x n`, as a new row-major `m x n` matrix.
+pub(super) fn product_new((m, k, n): (usize, usize, usize), a: Mat, b: Mat) -> Vec<f32> {
+    let mut dst = vec![0f32; m * n];
+    product(&mut dst, false, (m, k, n), a, b);
+    dst
+}
