@@ -5,9 +5,10 @@
 //! own kernels with a backward (`fused.rs`), and elsewhere (CUDA, half precision) the
 //! compositions below, built from differentiable primitives; the sampling forward (no graph)
 //! uses candle-nn's kernels, and for decoding's few-row matrix products chartrl's own
-//! (`few_rows.rs`). Causal attention on f32 CPU tensors, training and sampling alike, is one op
-//! with its own backward (`attention.rs`). Tests hold all three against each other, in value and gradient,
-//! and against candle-transformers' qwen2.
+//! (`few_rows.rs`). Tests hold the three against each other, in value and gradient, and
+//! against candle-transformers' qwen2. Also on f32 CPU tensors, a training linear layer is one
+//! op with its own backward (`linear.rs`), and so is causal attention, in training and sampling
+//! alike (`attention.rs`).
 
 use candle_core::{DType, Result, Tensor, D};
 
