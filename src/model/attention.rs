@@ -12,7 +12,7 @@ use std::ops::Range;
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 
-use super::fused::{data, softmax_in_place};
+use super::fused::{data, softmax_in_place, values};
 use super::product::{product, Mat};
 
 /// Query rows whose scores are computed together. Each block's products run over the keys its
@@ -211,10 +211,6 @@ impl Grads<'_> {
             }
         }
     }
-}
-
-fn values(t: &Tensor) -> Result<Vec<f32>> {
-    t.flatten_all()?.to_vec1::<f32>()
 }
 
 impl CustomOp3 for CausalAttention {
