@@ -22,6 +22,7 @@ mod policy;
 mod product;
 mod qwen2;
 mod sampling;
+mod swiglu;
 pub mod testing;
 mod tokenizer;
 

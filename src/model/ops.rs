@@ -7,8 +7,8 @@
 //! uses candle-nn's kernels, and for decoding's few-row matrix products chartrl's own
 //! (`few_rows.rs`). Tests hold the three against each other, in value and gradient, and
 //! against candle-transformers' qwen2. Also on f32 CPU tensors, a training linear layer is one
-//! op with its own backward (`linear.rs`), and so is causal attention, in training and sampling
-//! alike (`attention.rs`).
+//! op with its own backward (`linear.rs`), so is the feed-forward's gated half (`swiglu.rs`),
+//! and so is causal attention, in training and sampling alike (`attention.rs`).
 
 use candle_core::{DType, Result, Tensor, D};
 
@@ -41,6 +41,23 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>, path: OpPath) -> Resul
         Some(b) => y.broadcast_add(b),
         None => Ok(y),
     }
+}
+
+/// SwiGLU's gated half, `silu(x · gateᵀ) * (x · upᵀ)`: on f32 CPU tensors in training one
+/// op with its own backward (`swiglu.rs`), elsewhere candle's ops through [`linear`].
+pub fn swiglu(x: &Tensor, gate: &Tensor, up: &Tensor, path: OpPath) -> Result<Tensor> {
+    if path == OpPath::Differentiable && cpu_f32(x) && cpu_f32(gate) && cpu_f32(up) {
+        return x.contiguous()?.apply_op3(
+            &gate.contiguous()?,
+            &up.contiguous()?,
+            super::swiglu::SwiGlu::default(),
+        );
+    }
+    swiglu_composed(x, gate, up, path)
+}
+
+fn swiglu_composed(x: &Tensor, gate: &Tensor, up: &Tensor, path: OpPath) -> Result<Tensor> {
+    linear(x, gate, None, path)?.silu()? * linear(x, up, None, path)?
 }
 
 /// Root-mean-square normalisation, computed in f32 as Hugging Face's `Qwen2RMSNorm` does.
@@ -219,6 +236,38 @@ mod tests {
         }
         let fused = rms_norm(&x, &w, 1e-6, path).unwrap();
         assert!(max_diff(&fused, &rms_norm_composed(&x, &w, 1e-6).unwrap()) < 1e-5);
+    }
+
+    /// The SwiGLU op against candle's product, `silu` and product of halves, on rows of rank
+    /// 3 and of rank 2: the same values to the bit, and the gradients of the rows and both
+    /// weights.
+    #[test]
+    fn swiglu_op_matches_candles_composition_in_value_and_gradient() {
+        use candle_core::Var;
+        let dev = Device::Cpu;
+        let gate = Var::randn(0f32, 1., (7, 12), &dev).unwrap();
+        let up = Var::randn(0f32, 1., (7, 12), &dev).unwrap();
+        for shape in [&[2, 5, 12][..], &[9, 12][..]] {
+            let x = Var::randn(0f32, 1., shape, &dev).unwrap();
+            let mut out = shape.to_vec();
+            *out.last_mut().unwrap() = 7;
+            let probe = Tensor::randn(0f32, 1., out, &dev).unwrap();
+            let all = &[&x, &gate, &up][..];
+            let candle =
+                || x.broadcast_matmul(&gate.t()?)?.silu()? * x.broadcast_matmul(&up.t()?)?;
+            let ours = || swiglu(&x, &gate, &up, OpPath::Differentiable);
+            let composed = || swiglu_composed(&x, &gate, &up, OpPath::Differentiable);
+            let diff = max_diff(&ours().unwrap(), &candle().unwrap());
+            assert!(diff < 1e-5, "{shape:?}: value {diff}");
+            assert_eq!(max_diff(&ours().unwrap(), &composed().unwrap()), 0.0);
+            for (a, c) in grads_of(all, &probe, ours)
+                .iter()
+                .zip(grads_of(all, &probe, candle))
+            {
+                let diff = max_diff(a, &c);
+                assert!(diff < 1e-4, "{shape:?}: gradient {diff}");
+            }
+        }
     }
 
     /// The linear op against candle's product, with and without a bias, on rows of rank 3 and

@@ -100,9 +100,8 @@ impl Proj {
 
     /// SwiGLU: `down(silu(gate(x)) * up(x))`.
     fn mlp(&self, x: &Tensor) -> Result<Tensor> {
-        let gate = linear(x, &self.gate_w, None, self.path)?.silu()?;
-        let up = linear(x, &self.up_w, None, self.path)?;
-        linear(&(gate * up)?, &self.down_w, None, self.path)
+        let act = ops::swiglu(x, &self.gate_w, &self.up_w, self.path)?;
+        linear(&act, &self.down_w, None, self.path)
     }
 }
 
