@@ -5,9 +5,11 @@
 //! gradient that is zeroed and added to, and the broadcast's is summed over the batch: per
 //! layer, per projection and per piece of a batch. Here the backward takes `dx = g · w` and
 //! `dw = gᵀ · x` straight from the output's gradient, each as one product over every row.
-//! `ops` holds it against candle's product, in value and gradient.
+//! With a bias ([`LinearBias`]) the op also adds it, so the bias's gradient is a column sum
+//! of `g` rather than candle's strided sum over a broadcast. `ops` holds both against
+//! candle's product, in value and gradient.
 
-use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Storage, Tensor};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Storage, Tensor};
 
 use super::fused::data;
 use super::product::{product_new, Mat};
@@ -46,14 +48,8 @@ impl CustomOp2 for Linear {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (m, k, n) = Self::dims(l1, l2)?;
         let (x, w) = (data(s1, l1, self.name())?, data(s2, l2, self.name())?);
-        let y = product_new((m, k, n), Mat::rows(x, k), Mat::transposed(w, k));
-        let mut dims = l1.dims().to_vec();
-        if let Some(last) = dims.last_mut() {
-            *last = n;
-        }
-        Ok((CpuStorage::F32(y), Shape::from(dims)))
+        forward(x, l1, w, l2, None)
     }
 
     fn bwd(
@@ -63,17 +59,93 @@ impl CustomOp2 for Linear {
         _y: &Tensor,
         g: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let (m, k, n) = Self::dims(x.layout(), w.layout())?;
-        let g = g.contiguous()?;
-        let (xs, xl) = x.storage_and_layout();
-        let (ws, wl) = w.storage_and_layout();
-        let (gs, gl) = g.storage_and_layout();
-        let (xd, wd, gd) = (cpu(&xs, xl)?, cpu(&ws, wl)?, cpu(&gs, gl)?);
-        let dx = product_new((m, n, k), Mat::rows(gd, n), Mat::rows(wd, k));
-        let dw = product_new((n, m, k), Mat::transposed(gd, n), Mat::rows(xd, k));
-        Ok((
-            Some(Tensor::from_vec(dx, x.shape(), x.device())?),
-            Some(Tensor::from_vec(dw, w.shape(), w.device())?),
-        ))
+        let (dx, dw, _) = backward(x, w, g, false)?;
+        Ok((Some(dx), Some(dw)))
     }
+}
+
+/// `y = x · wᵀ + b` for `x` of shape `(..., in)`, `w` of shape `(out, in)` and `b` of shape
+/// `(out)`, all contiguous.
+pub struct LinearBias;
+
+impl CustomOp3 for LinearBias {
+    fn name(&self) -> &'static str {
+        "chartrl-linear-bias"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, w) = (data(s1, l1, self.name())?, data(s2, l2, self.name())?);
+        let b = data(s3, l3, self.name())?;
+        forward(x, l1, w, l2, Some(b))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        _y: &Tensor,
+        g: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (dx, dw, db) = backward(x, w, g, true)?;
+        let db = Tensor::from_vec(db, b.shape(), b.device())?;
+        Ok((Some(dx), Some(dw), Some(db)))
+    }
+}
+
+/// `x · wᵀ (+ b)`, with the output's shape.
+fn forward(
+    x: &[f32],
+    xl: &Layout,
+    w: &[f32],
+    wl: &Layout,
+    b: Option<&[f32]>,
+) -> Result<(CpuStorage, Shape)> {
+    let (m, k, n) = Linear::dims(xl, wl)?;
+    let mut y = product_new((m, k, n), Mat::rows(x, k), Mat::transposed(w, k));
+    if let Some(b) = b {
+        if b.len() != n {
+            candle_core::bail!("linear: a bias of {} for {n} outputs", b.len());
+        }
+        for row in y.chunks_exact_mut(n) {
+            row.iter_mut().zip(b).for_each(|(y, b)| *y += b);
+        }
+    }
+    let mut dims = xl.dims().to_vec();
+    if let Some(last) = dims.last_mut() {
+        *last = n;
+    }
+    Ok((CpuStorage::F32(y), Shape::from(dims)))
+}
+
+/// `dx = g · w`, `dw = gᵀ · x` and, with `bias`, the bias's gradient: the column sums of `g`.
+fn backward(x: &Tensor, w: &Tensor, g: &Tensor, bias: bool) -> Result<(Tensor, Tensor, Vec<f32>)> {
+    let (m, k, n) = Linear::dims(x.layout(), w.layout())?;
+    let g = g.contiguous()?;
+    let (xs, xl) = x.storage_and_layout();
+    let (ws, wl) = w.storage_and_layout();
+    let (gs, gl) = g.storage_and_layout();
+    let (xd, wd, gd) = (cpu(&xs, xl)?, cpu(&ws, wl)?, cpu(&gs, gl)?);
+    let dx = product_new((m, n, k), Mat::rows(gd, n), Mat::rows(wd, k));
+    let dw = product_new((n, m, k), Mat::transposed(gd, n), Mat::rows(xd, k));
+    let mut db = Vec::new();
+    if bias {
+        db = vec![0f32; n];
+        for row in gd.chunks_exact(n) {
+            db.iter_mut().zip(row).for_each(|(d, g)| *d += g);
+        }
+    }
+    Ok((
+        Tensor::from_vec(dx, x.shape(), x.device())?,
+        Tensor::from_vec(dw, w.shape(), w.device())?,
+        db,
+    ))
 }

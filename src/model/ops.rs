@@ -32,8 +32,12 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>, path: OpPath) -> Resul
         x.contiguous()?
             .apply_op2_no_bwd(&w.contiguous()?, &few_rows::FewRows)?
     } else if path == OpPath::Differentiable && cpu_f32(x) && cpu_f32(w) {
-        x.contiguous()?
-            .apply_op2(&w.contiguous()?, super::linear::Linear)?
+        let (x, w) = (x.contiguous()?, w.contiguous()?);
+        return match b {
+            Some(b) if cpu_f32(b) => x.apply_op3(&w, &b.contiguous()?, super::linear::LinearBias),
+            Some(b) => x.apply_op2(&w, super::linear::Linear)?.broadcast_add(b),
+            None => x.apply_op2(&w, super::linear::Linear),
+        };
     } else {
         x.broadcast_matmul(&w.t()?)?
     };
@@ -283,20 +287,30 @@ mod tests {
             let mut out = shape.to_vec();
             *out.last_mut().unwrap() = 7;
             let probe = Tensor::randn(0f32, 1., out, &dev).unwrap();
-            let all = &[&x, &w, &b][..];
-            let candle = || x.broadcast_matmul(&w.t()?)?.broadcast_add(&b);
-            let ours = || linear(&x, &w, Some(&b), OpPath::Differentiable);
-            let diff = max_diff(&ours().unwrap(), &candle().unwrap());
-            assert!(diff < 1e-5, "{shape:?}: value {diff}");
-            for (a, c) in grads_of(all, &probe, ours)
-                .iter()
-                .zip(grads_of(all, &probe, candle))
-            {
-                assert!(
-                    max_diff(a, &c) < 1e-4,
-                    "{shape:?}: gradient {}",
-                    max_diff(a, &c)
-                );
+            for bias in [true, false] {
+                let all = if bias {
+                    &[&x, &w, &b][..]
+                } else {
+                    &[&x, &w][..]
+                };
+                let candle = || {
+                    let y = x.broadcast_matmul(&w.t()?)?;
+                    if bias {
+                        y.broadcast_add(&b)
+                    } else {
+                        Ok(y)
+                    }
+                };
+                let ours = || linear(&x, &w, bias.then_some(&*b), OpPath::Differentiable);
+                let diff = max_diff(&ours().unwrap(), &candle().unwrap());
+                assert!(diff < 1e-5, "{shape:?}, bias {bias}: value {diff}");
+                for (a, c) in grads_of(all, &probe, ours)
+                    .iter()
+                    .zip(grads_of(all, &probe, candle))
+                {
+                    let diff = max_diff(a, &c);
+                    assert!(diff < 1e-4, "{shape:?}, bias {bias}: gradient {diff}");
+                }
             }
         }
     }
