@@ -226,6 +226,13 @@ impl Rope {
 
     /// Rotates `x` (`dims` as `x`'s) by the tables, `sign` = -1 for the inverse.
     fn rotate(&self, x: &[f32], dims: &[usize], sign: f32) -> Result<Vec<f32>> {
+        let mut y = x.to_vec();
+        self.rotate_in_place(&mut y, dims, sign)?;
+        Ok(y)
+    }
+
+    /// [`Rope::rotate`] in place.
+    pub(super) fn rotate_in_place(&self, x: &mut [f32], dims: &[usize], sign: f32) -> Result<()> {
         let [b, h, s, d] = dims else {
             candle_core::bail!("chartrl-rope: expected (batch, heads, seq, dim), got {dims:?}");
         };
@@ -234,20 +241,22 @@ impl Rope {
         if self.cos.len() != rows * s * half || self.sin.len() != self.cos.len() {
             candle_core::bail!("chartrl-rope: tables of {} for {dims:?}", self.cos.len());
         }
-        let mut y = vec![0f32; x.len()];
-        for (n, (xr, yr)) in x.chunks_exact(*d).zip(y.chunks_exact_mut(*d)).enumerate() {
+        if x.len() != b * h * s * d {
+            candle_core::bail!("chartrl-rope: {} values for {dims:?}", x.len());
+        }
+        for (n, xr) in x.chunks_exact_mut(*d).enumerate() {
             let (bi, si) = (n / (h * s), n % s);
             let t = ((if self.per_row { bi } else { 0 }) * s + si) * half;
             let (c, sn) = (&self.cos[t..t + half], &self.sin[t..t + half]);
-            let (x1, x2) = xr.split_at(half);
-            let (y1, y2) = yr.split_at_mut(half);
+            let (x1, x2) = xr.split_at_mut(half);
             for i in 0..half {
                 let si = sign * sn[i];
-                y1[i] = x1[i] * c[i] - x2[i] * si;
-                y2[i] = x2[i] * c[i] + x1[i] * si;
+                let (a, b) = (x1[i], x2[i]);
+                x1[i] = a * c[i] - b * si;
+                x2[i] = b * c[i] + a * si;
             }
         }
-        Ok(y)
+        Ok(())
     }
 }
 

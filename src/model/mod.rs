@@ -13,6 +13,7 @@ mod decode;
 mod export;
 pub(crate) mod few_rows;
 mod fused;
+mod heads;
 mod init;
 mod kv_cache;
 mod linear;

@@ -64,6 +64,59 @@ fn swiglu_composed(x: &Tensor, gate: &Tensor, up: &Tensor, path: OpPath) -> Resu
     linear(x, gate, None, path)?.silu()? * linear(x, up, None, path)?
 }
 
+/// A projection's output `(batch, seq, heads * dim)` as attention's heads
+/// `(batch, heads, seq, dim)`, contiguous, rotated by RoPE when `rope` gives its tables: on
+/// f32 CPU tensors in training one op with its own backward (`heads.rs`), elsewhere a
+/// reshape, a transpose and [`rope`] or a copy.
+pub fn split_heads(
+    x: &Tensor,
+    heads: usize,
+    rope: Option<(&Tensor, &Tensor)>,
+    path: OpPath,
+) -> Result<Tensor> {
+    if path == OpPath::Differentiable && cpu_f32(x) {
+        let rope = match rope {
+            Some((cos, sin)) => Some(fused::Rope::new(cos, sin)?),
+            None => None,
+        };
+        return x
+            .contiguous()?
+            .apply_op1(super::heads::SplitHeads { heads, rope });
+    }
+    split_heads_composed(x, heads, rope, path)
+}
+
+fn split_heads_composed(
+    x: &Tensor,
+    heads: usize,
+    rope: Option<(&Tensor, &Tensor)>,
+    path: OpPath,
+) -> Result<Tensor> {
+    let (b, s, w) = x.dims3()?;
+    let x = x
+        .reshape((b, s, heads, w / heads.max(1)))?
+        .transpose(1, 2)?;
+    match rope {
+        Some((cos, sin)) => self::rope(&x, cos, sin, path),
+        None => x.contiguous(),
+    }
+}
+
+/// Attention's heads `(batch, heads, seq, dim)` back to rows `(batch, seq, heads * dim)`: on
+/// f32 CPU tensors in training one op with its own backward (`heads.rs`), elsewhere a
+/// transpose and a reshape.
+pub fn merge_heads(x: &Tensor, path: OpPath) -> Result<Tensor> {
+    if path == OpPath::Differentiable && cpu_f32(x) {
+        return x.contiguous()?.apply_op1(super::heads::MergeHeads);
+    }
+    merge_heads_composed(x)
+}
+
+fn merge_heads_composed(x: &Tensor) -> Result<Tensor> {
+    let (b, h, s, d) = x.dims4()?;
+    x.transpose(1, 2)?.reshape((b, s, h * d))
+}
+
 /// Root-mean-square normalisation, computed in f32 as Hugging Face's `Qwen2RMSNorm` does.
 pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64, path: OpPath) -> Result<Tensor> {
     match path {
@@ -240,6 +293,46 @@ mod tests {
         }
         let fused = rms_norm(&x, &w, 1e-6, path).unwrap();
         assert!(max_diff(&fused, &rms_norm_composed(&x, &w, 1e-6).unwrap()) < 1e-5);
+    }
+
+    /// Splitting into heads (with and without RoPE, one table or one per batch row) and
+    /// merging back against the compositions: the same values to the bit, and the gradient.
+    #[test]
+    fn head_ops_match_the_compositions_in_value_and_gradient() {
+        use candle_core::Var;
+        let dev = Device::Cpu;
+        let path = OpPath::Differentiable;
+        let x = Var::randn(0f32, 1., (2, 5, 3 * 8), &dev).unwrap();
+        let probe = Tensor::randn(0f32, 1., (2, 3, 5, 8), &dev).unwrap();
+        let tables: Vec<Option<(Tensor, Tensor)>> = [&[5, 4][..], &[2, 5, 4][..]]
+            .iter()
+            .map(|shape| {
+                let t = || Tensor::randn(0f32, 1., *shape, &dev).unwrap();
+                Some((t(), t()))
+            })
+            .chain([None])
+            .collect();
+        for rope in &tables {
+            let rope = rope.as_ref().map(|(c, s)| (c, s));
+            let ours = || split_heads(&x, 3, rope, path);
+            let composed = || split_heads_composed(&x, 3, rope, path);
+            assert_eq!(max_diff(&ours().unwrap(), &composed().unwrap()), 0.0);
+            let (a, c) = (
+                grads_of(&[&x], &probe, ours),
+                grads_of(&[&x], &probe, composed),
+            );
+            assert!(max_diff(&a[0], &c[0]) < 1e-5, "{}", max_diff(&a[0], &c[0]));
+        }
+        let h = Var::randn(0f32, 1., (2, 3, 5, 8), &dev).unwrap();
+        let probe = Tensor::randn(0f32, 1., (2, 5, 24), &dev).unwrap();
+        let ours = || merge_heads(&h, path);
+        let composed = || merge_heads_composed(&h);
+        assert_eq!(max_diff(&ours().unwrap(), &composed().unwrap()), 0.0);
+        let (a, c) = (
+            grads_of(&[&h], &probe, ours),
+            grads_of(&[&h], &probe, composed),
+        );
+        assert_eq!(max_diff(&a[0], &c[0]), 0.0);
     }
 
     /// The SwiGLU op against candle's product, `silu` and product of halves, on rows of rank

@@ -338,19 +338,16 @@ impl Qwen2 {
         mask: &Mask,
         attend: &mut Attend,
     ) -> Result<(Tensor, LayerKv)> {
-        let (b, s, _) = x.dims3()?;
+        let b = x.dim(0)?;
         let (nh, nkv, d) = (
             self.cfg.num_attention_heads,
             self.cfg.num_key_value_heads,
             self.cfg.head_dim(),
         );
-        let heads = |t: Tensor, n: usize| t.reshape((b, s, n, d))?.transpose(1, 2);
         let (q, k, v) = layer.proj.qkv(x)?;
-        let q = heads(q, nh)?;
-        let k = heads(k, nkv)?;
-        let v = heads(v, nkv)?.contiguous()?;
-        let q = ops::rope(&q, cos, sin, self.path)?;
-        let k = ops::rope(&k, cos, sin, self.path)?;
+        let q = ops::split_heads(&q, nh, Some((cos, sin)), self.path)?;
+        let k = ops::split_heads(&k, nkv, Some((cos, sin)), self.path)?;
+        let v = ops::split_heads(&v, nkv, None, self.path)?;
         let (k_all, v_all) = match attend {
             Attend::Causal => (k.clone(), v.clone()),
             Attend::Prefix(prefix) => {
@@ -365,7 +362,7 @@ impl Qwen2 {
             Mask::Causal => attention::causal(&q, &k_all, &v_all)?,
             Mask::Additive(mask) => gqa_attention(&q, &k_all, &v_all, mask.as_ref(), self.path)?,
         };
-        let out = out.transpose(1, 2)?.reshape((b, s, nh * d))?;
+        let out = ops::merge_heads(&out, self.path)?;
         Ok((layer.proj.out(&out)?, LayerKv { k, v }))
     }
 }
