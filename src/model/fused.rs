@@ -20,6 +20,19 @@ pub(super) fn data<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [f
     }
 }
 
+/// The contiguous f32 data of a tensor's storage (`op` names the op in errors): for backward
+/// passes that read their inputs in place, through `Tensor::storage_and_layout`.
+pub(super) fn storage_data<'a>(
+    s: &'a candle_core::Storage,
+    l: &Layout,
+    op: &str,
+) -> Result<&'a [f32]> {
+    match s {
+        candle_core::Storage::Cpu(s) => data(s, l, op),
+        _ => candle_core::bail!("{op}: not a CPU tensor"),
+    }
+}
+
 /// A tensor's values in row-major order (for the backward passes).
 pub(super) fn values(t: &Tensor) -> Result<Vec<f32>> {
     t.flatten_all()?.to_vec1::<f32>()

@@ -9,9 +9,9 @@
 //! of `g` rather than candle's strided sum over a broadcast. `ops` holds both against
 //! candle's product, in value and gradient.
 
-use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Storage, Tensor};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 
-use super::fused::data;
+use super::fused::{data, storage_data};
 use super::product::{product_new, Mat};
 
 /// `y = x · wᵀ` for `x` of shape `(..., in)` and `w` of shape `(out, in)`, both contiguous.
@@ -25,14 +25,6 @@ impl Linear {
             candle_core::bail!("linear: rows of {:?} against a {n}x{k} weight", x.dims());
         }
         Ok((x.shape().elem_count() / k, k, n))
-    }
-}
-
-/// The contiguous f32 data of a CPU tensor's storage.
-fn cpu<'a>(s: &'a Storage, l: &Layout) -> Result<&'a [f32]> {
-    match s {
-        Storage::Cpu(s) => data(s, l, "linear"),
-        _ => candle_core::bail!("linear: not a CPU tensor"),
     }
 }
 
@@ -133,6 +125,7 @@ fn backward(x: &Tensor, w: &Tensor, g: &Tensor, bias: bool) -> Result<(Tensor, T
     let (xs, xl) = x.storage_and_layout();
     let (ws, wl) = w.storage_and_layout();
     let (gs, gl) = g.storage_and_layout();
+    let cpu = |s, l| storage_data(s, l, "linear");
     let (xd, wd, gd) = (cpu(&xs, xl)?, cpu(&ws, wl)?, cpu(&gs, gl)?);
     let dx = product_new((m, n, k), Mat::rows(gd, n), Mat::rows(wd, k));
     let dw = product_new((n, m, k), Mat::transposed(gd, n), Mat::rows(xd, k));

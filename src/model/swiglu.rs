@@ -13,7 +13,7 @@ use std::sync::Mutex;
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 
-use super::fused::data;
+use super::fused::{data, storage_data};
 use super::product::{product, product_new, Mat};
 
 /// `silu(x · gateᵀ) * (x · upᵀ)` for `x` of shape `(..., hidden)` and the two weights of shape
@@ -68,12 +68,9 @@ fn half_grads(dy: &[f32], g: &[f32], u: &[f32]) -> (Vec<f32>, Vec<f32>) {
     (dg, du)
 }
 
-/// The contiguous f32 data of a CPU tensor.
+/// The contiguous f32 data of a tensor's storage.
 fn values<'a>(s: &'a candle_core::Storage, l: &Layout) -> Result<&'a [f32]> {
-    match s {
-        candle_core::Storage::Cpu(s) => data(s, l, "swiglu"),
-        _ => candle_core::bail!("swiglu: not a CPU tensor"),
-    }
+    storage_data(s, l, "swiglu")
 }
 
 impl CustomOp3 for SwiGlu {
