@@ -8,7 +8,8 @@
 //! (`few_rows.rs`). Tests hold the three against each other, in value and gradient, and
 //! against candle-transformers' qwen2. Also on f32 CPU tensors, a training linear layer is one
 //! op with its own backward (`linear.rs`), so is the feed-forward's gated half (`swiglu.rs`),
-//! and so is causal attention, in training and sampling alike (`attention.rs`).
+//! so are the moves into and out of attention's head layout (`heads.rs`), and so is causal
+//! attention, in training and sampling alike (`attention.rs`).
 
 use candle_core::{DType, Result, Tensor, D};
 
