@@ -9,7 +9,7 @@
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape};
 
-use super::fused::data;
+use super::fused::{data, with_last};
 
 /// At most this many rows take the few-rows kernel; more go to the general matrix kernel,
 /// whose packing they amortise.
@@ -43,11 +43,7 @@ impl CustomOp2 for FewRows {
         let m = x.len() / k.max(1);
         let mut y = vec![0f32; m * n];
         matmul_t(x, w, k, &mut y);
-        let mut out = dims.to_vec();
-        if let Some(last) = out.last_mut() {
-            *last = n;
-        }
-        Ok((CpuStorage::F32(y), Shape::from(out)))
+        Ok((CpuStorage::F32(y), with_last(l1, n)))
     }
 }
 

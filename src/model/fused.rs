@@ -33,6 +33,15 @@ pub(super) fn storage_data<'a>(
     }
 }
 
+/// `l`'s shape with its last dimension replaced by `n`: a product's output shape.
+pub(super) fn with_last(l: &Layout, n: usize) -> Shape {
+    let mut dims = l.dims().to_vec();
+    if let Some(last) = dims.last_mut() {
+        *last = n;
+    }
+    Shape::from(dims)
+}
+
 /// A tensor's values in row-major order (for the backward passes).
 pub(super) fn values(t: &Tensor) -> Result<Vec<f32>> {
     t.flatten_all()?.to_vec1::<f32>()

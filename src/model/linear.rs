@@ -11,7 +11,7 @@
 
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 
-use super::fused::{data, storage_data};
+use super::fused::{data, storage_data, with_last};
 use super::product::{product_new, Mat};
 
 /// `y = x · wᵀ` for `x` of shape `(..., in)` and `w` of shape `(out, in)`, both contiguous.
@@ -88,8 +88,10 @@ impl CustomOp3 for LinearBias {
         g: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (dx, dw, db) = backward(x, w, g, true)?;
-        let db = Tensor::from_vec(db, b.shape(), b.device())?;
-        Ok((Some(dx), Some(dw), Some(db)))
+        let db = db
+            .map(|db| Tensor::from_vec(db, b.shape(), b.device()))
+            .transpose()?;
+        Ok((Some(dx), Some(dw), db))
     }
 }
 
@@ -111,15 +113,16 @@ fn forward(
             row.iter_mut().zip(b).for_each(|(y, b)| *y += b);
         }
     }
-    let mut dims = xl.dims().to_vec();
-    if let Some(last) = dims.last_mut() {
-        *last = n;
-    }
-    Ok((CpuStorage::F32(y), Shape::from(dims)))
+    Ok((CpuStorage::F32(y), with_last(xl, n)))
 }
 
 /// `dx = g · w`, `dw = gᵀ · x` and, with `bias`, the bias's gradient: the column sums of `g`.
-fn backward(x: &Tensor, w: &Tensor, g: &Tensor, bias: bool) -> Result<(Tensor, Tensor, Vec<f32>)> {
+fn backward(
+    x: &Tensor,
+    w: &Tensor,
+    g: &Tensor,
+    bias: bool,
+) -> Result<(Tensor, Tensor, Option<Vec<f32>>)> {
     let (m, k, n) = Linear::dims(x.layout(), w.layout())?;
     let g = g.contiguous()?;
     let (xs, xl) = x.storage_and_layout();
@@ -129,13 +132,13 @@ fn backward(x: &Tensor, w: &Tensor, g: &Tensor, bias: bool) -> Result<(Tensor, T
     let (xd, wd, gd) = (cpu(&xs, xl)?, cpu(&ws, wl)?, cpu(&gs, gl)?);
     let dx = product_new((m, n, k), Mat::rows(gd, n), Mat::rows(wd, k));
     let dw = product_new((n, m, k), Mat::transposed(gd, n), Mat::rows(xd, k));
-    let mut db = Vec::new();
-    if bias {
-        db = vec![0f32; n];
+    let db = bias.then(|| {
+        let mut db = vec![0f32; n];
         for row in gd.chunks_exact(n) {
             db.iter_mut().zip(row).for_each(|(d, g)| *d += g);
         }
-    }
+        db
+    });
     Ok((
         Tensor::from_vec(dx, x.shape(), x.device())?,
         Tensor::from_vec(dw, w.shape(), w.device())?,

@@ -13,7 +13,7 @@ use std::sync::Mutex;
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 
-use super::fused::{data, storage_data};
+use super::fused::{data, storage_data, with_last};
 use super::product::{product, product_new, Mat};
 
 /// `silu(x · gateᵀ) * (x · upᵀ)` for `x` of shape `(..., hidden)` and the two weights of shape
@@ -68,11 +68,6 @@ fn half_grads(dy: &[f32], g: &[f32], u: &[f32]) -> (Vec<f32>, Vec<f32>) {
     (dg, du)
 }
 
-/// The contiguous f32 data of a tensor's storage.
-fn values<'a>(s: &'a candle_core::Storage, l: &Layout) -> Result<&'a [f32]> {
-    storage_data(s, l, "swiglu")
-}
-
 impl CustomOp3 for SwiGlu {
     fn name(&self) -> &'static str {
         "chartrl-swiglu"
@@ -95,11 +90,7 @@ impl CustomOp3 for SwiGlu {
         if let Ok(mut saved) = self.saved.lock() {
             *saved = Some((g, u));
         }
-        let mut out = l1.dims().to_vec();
-        if let Some(last) = out.last_mut() {
-            *last = dims.2;
-        }
-        Ok((CpuStorage::F32(y), Shape::from(out)))
+        Ok((CpuStorage::F32(y), with_last(l1, dims.2)))
     }
 
     fn bwd(
@@ -116,11 +107,12 @@ impl CustomOp3 for SwiGlu {
         let (gs, gl) = gate.storage_and_layout();
         let (us, ul) = up.storage_and_layout();
         let (ds, dl) = dy.storage_and_layout();
-        let (xd, gw, uw) = (values(&xs, xl)?, values(&gs, gl)?, values(&us, ul)?);
+        let cpu = |s, l| storage_data(s, l, "swiglu");
+        let (xd, gw, uw) = (cpu(&xs, xl)?, cpu(&gs, gl)?, cpu(&us, ul)?);
         // Taken, not copied: a graph is differentiated once (a second pass recomputes them).
         let saved = self.saved.lock().ok().and_then(|mut s| s.take());
         let (g, u) = saved.unwrap_or_else(|| Self::halves(xd, gw, uw, (m, k, n)));
-        let (dg, du) = half_grads(values(&ds, dl)?, &g, &u);
+        let (dg, du) = half_grads(cpu(&ds, dl)?, &g, &u);
         let mut dx = product_new((m, n, k), Mat::rows(&dg, n), Mat::rows(gw, k));
         product(
             &mut dx,
