@@ -123,3 +123,48 @@ fn every_easy_gold_trace_fits_the_default_completion_budget() {
         longest.0
     );
 }
+
+/// The shipped base's warm-start data (`warmup_data` in scripts/base.rhai) keeps every
+/// `difference`, `ratio` and `share` of the split, half of `sum` and `average` and a third of
+/// each guessable type, in the split's order: exactly the size asked for, weighted as the
+/// base's README says.
+#[test]
+fn the_warm_start_data_is_weighted_to_the_arithmetic() {
+    let tmp = project();
+    let script = r#"
+import "base" as base;
+let d = base::warmup_data(3000);
+let all = chart_data(#{ split: "warmup", seed: 2025 }).take(8000).types();
+let picked = d.types();
+let count = |ts, t| { let n = 0; for x in ts { if x == t { n += 1; } } n };
+print(`size ${d.len()}`);
+for t in ["difference", "ratio", "sum", "lookup"] {
+    print(`${t} ${count.call(picked, t)} ${count.call(all.extract(0, d.len() * 2), t)}`);
+}
+print(`first ${picked[0]} ${all[0]}`);
+"#;
+    std::fs::write(tmp.path().join("mix.rhai"), script).unwrap();
+    let out = ok(&["exec", "mix.rhai"], tmp.path());
+    let line = |k: &str| -> Vec<String> {
+        let l = out
+            .lines()
+            .find(|l| l.starts_with(&format!("{k} ")))
+            .unwrap();
+        l.split_whitespace().skip(1).map(String::from).collect()
+    };
+    assert_eq!(line("size"), ["3000"], "{out}");
+    let share = |t: &str| {
+        let v = line(t);
+        let (kept, pool) = (v[0].parse::<f64>().unwrap(), v[1].parse::<f64>().unwrap());
+        kept / pool
+    };
+    // Against the split's first 6,000 samples, of which the pick walks about 5,850 (51% kept):
+    // all of a kept type, about half, about a third.
+    assert!(share("difference") > 0.9, "{out}");
+    assert!(share("ratio") > 0.9, "{out}");
+    assert!((0.4..0.6).contains(&share("sum")), "{out}");
+    assert!((0.25..0.42).contains(&share("lookup")), "{out}");
+    // The split's first sample is always kept (one in N keeps the first of each type).
+    let first = line("first");
+    assert_eq!(first[0], first[1], "{out}");
+}
