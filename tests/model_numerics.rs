@@ -69,6 +69,51 @@ fn logits_match_candle_transformers_qwen2_tied_and_untied() {
     }
 }
 
+/// Each scored token's log-prob and entropy against candle-transformers' qwen2 run on its
+/// row alone: the batch pads rows of different lengths and scores each from its own start,
+/// and only the scored positions go through the output head.
+#[test]
+fn scored_logprobs_match_candle_transformers_qwen2_row_by_row() {
+    let policy = micro_policy(false, 13, DType::F32).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    policy.save(dir.path()).unwrap();
+    let seqs = vec![
+        random_ids(17, 300, 21),
+        random_ids(40, 300, 22),
+        random_ids(9, 300, 23),
+    ];
+    let from = [12, 3, 8];
+    let out = policy.sequence_logprobs(&seqs, &from, false).unwrap();
+    let logp: Vec<Vec<f32>> = out.logp.to_vec2().unwrap();
+    let entropy: Vec<Vec<f32>> = out.entropy.to_vec2().unwrap();
+    let mask: Vec<Vec<f32>> = out.mask.to_vec2().unwrap();
+    for (i, seq) in seqs.iter().enumerate() {
+        let ids = Tensor::from_slice(seq, (1, seq.len()), &Device::Cpu).unwrap();
+        let lsm = candle_nn::ops::log_softmax(
+            &reference_logits(&policy, dir.path(), &ids)
+                .squeeze(0)
+                .unwrap(),
+            D::Minus1,
+        )
+        .unwrap();
+        let lsm: Vec<Vec<f32>> = lsm.to_vec2().unwrap();
+        let scored = seq.len() - from[i];
+        assert_eq!(mask[i].iter().sum::<f32>() as usize, scored, "row {i}");
+        for j in 0..scored {
+            let (p, next) = (from[i] - 1 + j, seq[from[i] + j] as usize);
+            assert!(
+                (logp[i][j] - lsm[p][next]).abs() < 1e-4,
+                "row {i} token {j}"
+            );
+            let h: f32 = -lsm[p].iter().map(|&l| l.exp() * l).sum::<f32>();
+            assert!(
+                (entropy[i][j] - h).abs() < 1e-4,
+                "row {i} token {j} entropy"
+            );
+        }
+    }
+}
+
 #[test]
 fn every_parameter_gets_a_gradient_from_a_logprob_loss() {
     for tied in [true, false] {

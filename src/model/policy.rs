@@ -274,16 +274,19 @@ impl Policy {
         let b = seqs.len();
         let pad = self.tokenizer.pad_id();
         let mut ids = vec![pad; b * t];
-        let mut next = vec![pad; b * t];
-        let mut pos = vec![0u32; b * l];
+        // Each scored position's row in the flattened `(b * t)` hidden states and the token
+        // it predicts; padding points at its row's first position, masked out.
+        let mut at = vec![0u32; b * l];
+        let mut targets = vec![pad; b * l];
         let mut mask = vec![0f32; b * l];
         for (i, s) in seqs.iter().enumerate() {
             ids[i * t..i * t + s.len()].copy_from_slice(s);
-            next[i * t..i * t + s.len() - 1].copy_from_slice(&s[1..]);
+            at[i * l..(i + 1) * l].fill((i * t) as u32);
             for j in 0..l {
                 let p = score_from[i] - 1 + j;
                 if p + 1 < s.len() {
-                    pos[i * l + j] = p as u32;
+                    at[i * l + j] = (i * t + p) as u32;
+                    targets[i * l + j] = s[p + 1];
                     mask[i * l + j] = 1.0;
                 }
             }
@@ -292,13 +295,19 @@ impl Policy {
         let net = self.network(train)?;
         let ids = Tensor::from_vec(ids, (b, t), dev)?;
         let (hidden, _) = net.forward(&ids, Attend::Causal)?;
-        let logits = net.logits(&hidden)?;
-        let (lp, ent) = gather_logprobs(&logits, &Tensor::from_vec(next, (b, t), dev)?)?;
-        let pos = Tensor::from_vec(pos, (b, l), dev)?;
+        // Only the scored positions go through the output head: a prompt's positions need
+        // no logits (the head and its softmax over the vocabulary, forward and backward).
+        let h = self.config.hidden_size;
+        let scored = hidden
+            .reshape((b * t, h))?
+            .index_select(&Tensor::from_vec(at, b * l, dev)?, 0)?
+            .reshape((b, l, h))?;
+        let logits = net.logits(&scored)?;
+        let (logp, entropy) = gather_logprobs(&logits, &Tensor::from_vec(targets, (b, l), dev)?)?;
         Ok(SeqLogprobs {
-            logp: lp.gather(&pos, 1)?,
+            logp,
             mask: Tensor::from_vec(mask, (b, l), dev)?,
-            entropy: ent.gather(&pos, 1)?,
+            entropy,
         })
     }
 
