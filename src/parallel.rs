@@ -30,7 +30,24 @@ where
     F: Fn(usize, &T) -> Result<R, E> + Sync,
     P: Fn() -> E + Sync,
 {
-    let workers = worker_threads().min(items.len()).max(1);
+    map_chunks_on(worker_threads(), items, f, on_panic)
+}
+
+/// [`map_chunks`] on up to `threads` threads.
+pub fn map_chunks_on<T, R, E, F, P>(
+    threads: usize,
+    items: &[T],
+    f: F,
+    on_panic: P,
+) -> Vec<Result<R, E>>
+where
+    T: Sync,
+    R: Send,
+    E: Send,
+    F: Fn(usize, &T) -> Result<R, E> + Sync,
+    P: Fn() -> E + Sync,
+{
+    let workers = threads.min(items.len()).max(1);
     if workers == 1 {
         return items.iter().enumerate().map(|(i, t)| f(i, t)).collect();
     }

@@ -48,8 +48,9 @@ enum StepFigureName {
     GrpoStep,
     /// One warm-start step (tokens/s over prompts and completions)
     SftStep,
-    /// A decoding step's weight products alone, over every layer and over one layer (in
-    /// cache): whether sampling waits on memory or on arithmetic (only when asked for)
+    /// A decoding step's weight products alone, split by rows and by weights, over every
+    /// layer and over one layer: whether sampling waits on memory or on arithmetic (only when
+    /// asked for)
     Products,
 }
 

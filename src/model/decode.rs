@@ -1,78 +1,26 @@
-//! Decoding steps of batched sampling: one new token per row against the KV cache.
+//! Decoding steps of batched sampling on f32 CPU weights: one new token per row against the
+//! KV cache, in plain loops.
 //!
 //! A decoding step of a small model does little arithmetic (a few rows against each weight)
 //! across some 35 ops per layer, and run as candle ops each of them allocates its output and
-//! dispatches on its own: in `perf` that overhead, not the arithmetic, was most of a step. On
-//! f32 CPU tensors, [`Decoding::Loops`] runs the whole step as plain loops over buffers it
-//! owns: RMSNorm, the projections with `few_rows`' kernel (queries, keys and values as one
-//! product; gate and up as one), RoPE at each row's position, attention over the cache with
-//! each row's left padding skipped, SwiGLU, and the logits. Elsewhere (CUDA, half precision)
-//! [`Decoding::Candle`] runs the network's own forward. Tests hold the two against each other
-//! and against full recomputation.
+//! dispatches on its own: in `perf` that overhead, not the arithmetic, was most of a step. So
+//! the whole step runs as plain loops over buffers the decoder owns: RMSNorm, the projections
+//! with `few_rows`' kernel, RoPE at each row's position, attention over the cache with each
+//! row's left padding skipped, SwiGLU, and the logits. A team of threads shares each step
+//! ([`Member`], `team.rs`): each reads only its share of every weight, for all rows.
+//! Elsewhere (CUDA, half precision) sampling runs the network's own forward (`generate.rs`).
+//! Tests hold the two against each other, teams of every size against one another, and both
+//! against full recomputation.
 
-use candle_core::{DType, Device, Tensor};
+use std::ops::Range;
+
+use candle_core::{DType, Device};
 
 use super::few_rows::matmul_t;
 use super::fused::{softmax_in_place, RmsNorm};
-use super::kv_cache::KvCache;
-use super::qwen2::{Attend, Qwen2, Rows};
+use super::qwen2::Qwen2;
+use super::team::{share, Board, Part, Poisoned, Team};
 use super::Result;
-
-/// How the decoding steps of one batch run.
-pub enum Decoding<'w> {
-    Loops(LoopDecoder<'w>),
-    Candle {
-        cache: KvCache,
-        key_mask: Option<Tensor>,
-    },
-}
-
-impl<'w> Decoding<'w> {
-    /// The network's weights for decoding in loops, when it has f32 CPU weights (copied once
-    /// and shared by every batch of a call, whatever the threads).
-    pub fn loop_weights(net: &Qwen2) -> Result<Option<LoopWeights>> {
-        if net.dtype() == DType::F32 && matches!(net.device(), Device::Cpu) {
-            return Ok(Some(net.loop_weights()?));
-        }
-        Ok(None)
-    }
-
-    /// Decoding over `cache` (filled by the prefill), where row `r`'s first `left[r]` slots are
-    /// padding: in loops over `weights` when there are some, with candle's forward otherwise.
-    pub fn new(
-        weights: Option<&'w LoopWeights>,
-        cache: KvCache,
-        left: Vec<usize>,
-        key_mask: Option<Tensor>,
-    ) -> Result<Self> {
-        match weights {
-            Some(w) => Ok(Self::Loops(LoopDecoder::new(w, cache, left)?)),
-            None => Ok(Self::Candle { cache, key_mask }),
-        }
-    }
-
-    /// Feeds token `ids[r]` at RoPE position `positions[r]` to every row; returns each row's
-    /// next-token logits in f32.
-    pub fn step(&mut self, net: &Qwen2, ids: &[u32], positions: &[u32]) -> Result<Vec<Vec<f32>>> {
-        match self {
-            Self::Loops(d) => Ok(d.step(ids, positions)),
-            Self::Candle { cache, key_mask } => {
-                let (rows, dev) = (ids.len(), net.device());
-                let step_rows = Rows {
-                    positions: Tensor::from_slice(positions, (rows, 1), dev)?,
-                    key_mask: key_mask.clone(),
-                };
-                let ids = Tensor::from_slice(ids, (rows, 1), dev)?;
-                let (h, _) = net.forward_rows(&ids, Attend::Cache(cache), Some(&step_rows))?;
-                Ok(net
-                    .logits(&h)?
-                    .squeeze(1)?
-                    .to_dtype(DType::F32)?
-                    .to_vec2()?)
-            }
-        }
-    }
-}
 
 /// One layer's weights as row-major f32, fused where one product can serve two.
 pub struct LoopLayer {
@@ -104,124 +52,260 @@ pub struct LoopWeights {
     pub layers: Vec<LoopLayer>,
 }
 
-/// Decoding in plain loops over shared weights and a cache of its own (see the module docs).
-pub struct LoopDecoder<'w> {
+/// The network's weights for decoding in loops, when it has f32 CPU weights (copied once
+/// and shared by every thread and batch of a sampling call).
+pub fn loop_weights(net: &Qwen2) -> Result<Option<LoopWeights>> {
+    if net.dtype() == DType::F32 && matches!(net.device(), Device::Cpu) {
+        return Ok(Some(net.loop_weights()?));
+    }
+    Ok(None)
+}
+
+/// Each layer's keys and values of one prompt, `(kv_heads, len, head_dim)` row-major.
+pub type PromptKv = Vec<(Vec<f32>, Vec<f32>)>;
+
+/// How a team of `threads` splits the work of a decoding step.
+#[derive(Debug, Clone)]
+struct Shares {
+    kv_heads: Vec<Range<usize>>,
+    hidden: Vec<Range<usize>>,
+    inter: Vec<Range<usize>>,
+    vocab: Vec<Range<usize>>,
+}
+
+impl Shares {
+    fn new(w: &LoopWeights, threads: usize) -> Self {
+        let split =
+            |n: usize, align: usize| (0..threads).map(|t| share(n, threads, t, align)).collect();
+        Self {
+            kv_heads: split(w.kv_heads, 1),
+            hidden: split(w.hidden, 4),
+            inter: split(w.intermediate, 4),
+            vocab: split(w.lm_head.len() / w.hidden, 4),
+        }
+    }
+
+    fn widths(ranges: &[Range<usize>], scale: usize) -> Vec<usize> {
+        ranges.iter().map(|r| r.len() * scale).collect()
+    }
+}
+
+/// One thread's part of a team decoding a batch in plain loops (see the module docs and
+/// `team.rs`): the queries, keys, values, cache and attention of its key/value heads, its
+/// columns of the output and down projections, its intermediate columns and its share of the
+/// vocabulary. Every member keeps the whole residual stream, so the norms need no exchange,
+/// and each output is computed as a lone thread would: results do not depend on the team size.
+pub struct Member<'w> {
     w: &'w LoopWeights,
-    /// Each layer's keys and values of every row, `(rows, kv_heads, capacity, head_dim)`.
+    t: usize,
+    shares: Shares,
+    /// Each layer's keys and values of every row for this member's heads,
+    /// `(rows, heads, capacity, head_dim)`.
     kv: Vec<(Vec<f32>, Vec<f32>)>,
     left: Vec<usize>,
     len: usize,
     capacity: usize,
 }
 
-impl<'w> LoopDecoder<'w> {
-    fn new(w: &'w LoopWeights, cache: KvCache, left: Vec<usize>) -> Result<Self> {
-        let (len, capacity) = (cache.len(), cache.capacity());
-        let flat = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
-        let kv = cache
-            .into_buffers()
+impl<'w> Member<'w> {
+    /// Member `t` of a team of `threads`, over `n` rows per prompt whose keys and values are
+    /// `prompts` (the prefill's), left-padded to the longest into a cache of `capacity` slots.
+    pub fn new(
+        w: &'w LoopWeights,
+        (t, threads): (usize, usize),
+        prompts: &[PromptKv],
+        n: usize,
+        capacity: usize,
+    ) -> Self {
+        let shares = Shares::new(w, threads);
+        let heads = shares.kv_heads[t].clone();
+        let d = w.head_dim;
+        let lens: Vec<usize> = prompts
             .iter()
-            .map(|(k, v)| Ok((flat(k)?, flat(v)?)))
-            .collect::<candle_core::Result<_>>()?;
-        Ok(Self {
+            .map(|p| p.first().map_or(0, |(k, _)| k.len() / (w.kv_heads * d)))
+            .collect();
+        let longest = lens.iter().copied().max().unwrap_or(0);
+        let rows = prompts.len() * n;
+        let kv = (0..w.layers.len())
+            .map(|l| {
+                let mut ks = vec![0f32; rows * heads.len() * capacity * d];
+                let mut vs = ks.clone();
+                for (r, p) in (0..rows).map(|r| (r, r / n)) {
+                    let (pk, pv) = &prompts[p][l];
+                    let len = lens[p];
+                    for (i, hk) in heads.clone().enumerate() {
+                        let at = ((r * heads.len() + i) * capacity + longest - len) * d;
+                        let from = hk * len * d..(hk + 1) * len * d;
+                        ks[at..at + len * d].copy_from_slice(&pk[from.clone()]);
+                        vs[at..at + len * d].copy_from_slice(&pv[from]);
+                    }
+                }
+                (ks, vs)
+            })
+            .collect();
+        Self {
             w,
+            t,
+            shares,
             kv,
-            left,
-            len,
+            left: (0..rows).map(|r| longest - lens[r / n]).collect(),
+            len: longest,
             capacity,
-        })
+        }
     }
 
-    fn step(&mut self, ids: &[u32], positions: &[u32]) -> Vec<Vec<f32>> {
+    /// Feeds token `ids[r]` at RoPE position `positions[r]` to every row; returns the
+    /// next-token logits of rows `rows`.
+    pub fn step(
+        &mut self,
+        team: &Team,
+        ids: &[u32],
+        positions: &[u32],
+        rows: Range<usize>,
+    ) -> std::result::Result<Vec<Vec<f32>>, Poisoned> {
         let w = self.w;
-        let (m, hd) = (ids.len(), w.hidden);
-        let mut x = Vec::with_capacity(m * hd);
+        let hd = w.hidden;
+        let mut x = Vec::with_capacity(ids.len() * hd);
         for &id in ids {
             x.extend_from_slice(&w.embed[id as usize * hd..][..hd]);
         }
         let slot = self.len;
         for l in 0..w.layers.len() {
-            self.layer(l, &mut x, positions, slot);
+            self.layer(team, l, &mut x, positions, slot)?;
         }
         self.len += 1;
         let h = rms_norm(&x, &w.norm, w.eps);
-        let vocab = w.lm_head.len() / hd;
-        let mut logits = vec![0f32; m * vocab];
-        matmul_t(&h, &w.lm_head, hd, &mut logits);
-        logits.chunks_exact(vocab).map(<[f32]>::to_vec).collect()
+        let logits = product(&h, &w.lm_head, &self.shares.vocab[self.t], hd);
+        team.exchange(self.t, Part::Logits, &logits)?;
+        let widths = Shares::widths(&self.shares.vocab, 1);
+        let vocab: usize = widths.iter().sum();
+        let mine = team.board.gather(Part::Logits, &widths, rows);
+        Ok(mine.chunks_exact(vocab).map(<[f32]>::to_vec).collect())
     }
 
-    fn layer(&mut self, l: usize, x: &mut [f32], positions: &[u32], slot: usize) {
-        let w = self.w;
-        let (hd, nh, nkv, d) = (w.hidden, w.heads, w.kv_heads, w.head_dim);
+    fn layer(
+        &mut self,
+        team: &Team,
+        l: usize,
+        x: &mut [f32],
+        positions: &[u32],
+        slot: usize,
+    ) -> std::result::Result<(), Poisoned> {
+        let (w, t) = (self.w, self.t);
+        let (hd, inter) = (w.hidden, w.intermediate);
         let m = x.len() / hd;
         let layer = &w.layers[l];
         let h = rms_norm(x, &layer.input_norm, w.eps);
-        let width = (nh + 2 * nkv) * d;
-        let mut qkv = vec![0f32; m * width];
-        matmul_t(&h, &layer.qkv_w, hd, &mut qkv);
-        for row in qkv.chunks_exact_mut(width) {
-            row.iter_mut().zip(&layer.qkv_b).for_each(|(a, b)| *a += b);
+        let attn = self.attention(l, &h, positions, slot);
+        team.exchange(t, Part::Attn, &attn)?;
+        let group = w.heads / w.kv_heads;
+        let attn = team.board.gather(
+            Part::Attn,
+            &Shares::widths(&self.shares.kv_heads, group * w.head_dim),
+            0..m,
+        );
+        let out = product(
+            &attn,
+            &layer.o_w,
+            &self.shares.hidden[t],
+            w.heads * w.head_dim,
+        );
+        team.exchange(t, Part::Out, &out)?;
+        add_parts(x, &team.board, Part::Out, &self.shares.hidden);
+        let h = rms_norm(x, &layer.post_norm, w.eps);
+        let cols = self.shares.inter[t].clone();
+        let gate = product(&h, &layer.gate_up_w, &cols, hd);
+        let up = product(
+            &h,
+            &layer.gate_up_w,
+            &(cols.start + inter..cols.end + inter),
+            hd,
+        );
+        let act: Vec<f32> = gate
+            .iter()
+            .zip(&up)
+            .map(|(&g, &u)| g / (1.0 + (-g).exp()) * u)
+            .collect();
+        team.exchange(t, Part::Act, &act)?;
+        let act = team
+            .board
+            .gather(Part::Act, &Shares::widths(&self.shares.inter, 1), 0..m);
+        let down = product(&act, &layer.down_w, &self.shares.hidden[t], inter);
+        team.exchange(t, Part::Down, &down)?;
+        add_parts(x, &team.board, Part::Down, &self.shares.hidden);
+        Ok(())
+    }
+
+    /// This member's heads' attention outputs `(rows, its query heads * head_dim)` for the
+    /// normed input `h`: queries, keys and values with their biases, RoPE at each row's
+    /// position, this step's keys and values into the cache at `slot`, then each query head
+    /// over its key/value head's slots `left[r]..=slot`. The query heads of one key/value head
+    /// take their scores together, as one few-rows product against the cached keys (a plain
+    /// dot-product loop sums one product at a time, and was half of decoding).
+    fn attention(&mut self, l: usize, h: &[f32], positions: &[u32], slot: usize) -> Vec<f32> {
+        let w = self.w;
+        let (nh, nkv, d) = (w.heads, w.kv_heads, w.head_dim);
+        let group = nh / nkv;
+        let heads = self.shares.kv_heads[self.t].clone();
+        let layer = &w.layers[l];
+        let mine = heads.len();
+        if mine == 0 {
+            return Vec::new();
         }
-        for (row, &p) in qkv.chunks_exact_mut(width).zip(positions) {
-            let half = d / 2;
+        let project = |first: usize, count: usize| {
+            let mut y = product(h, &layer.qkv_w, &(first * d..(first + count) * d), w.hidden);
+            let bias = &layer.qkv_b[first * d..(first + count) * d];
+            for row in y.chunks_exact_mut(count * d) {
+                row.iter_mut().zip(bias).for_each(|(a, b)| *a += b);
+            }
+            y
+        };
+        let mut q = project(heads.start * group, mine * group);
+        let mut k = project(nh + heads.start, mine);
+        let v = project(nh + nkv + heads.start, mine);
+        let half = d / 2;
+        for (r, &p) in positions.iter().enumerate() {
             let (cos, sin) = (
                 &w.cos[p as usize * half..][..half],
                 &w.sin[p as usize * half..][..half],
             );
-            for head in row[..(nh + nkv) * d].chunks_exact_mut(d) {
-                rope(head, cos, sin);
-            }
+            let rows = q[r * mine * group * d..][..mine * group * d]
+                .chunks_exact_mut(d)
+                .chain(k[r * mine * d..][..mine * d].chunks_exact_mut(d));
+            rows.for_each(|head| rope(head, cos, sin));
         }
         let cap = self.capacity;
         let (ks, vs) = &mut self.kv[l];
-        for (r, row) in qkv.chunks_exact(width).enumerate() {
-            for hk in 0..nkv {
-                let at = ((r * nkv + hk) * cap + slot) * d;
-                ks[at..at + d].copy_from_slice(&row[(nh + hk) * d..][..d]);
-                vs[at..at + d].copy_from_slice(&row[(nh + nkv + hk) * d..][..d]);
-            }
-        }
-        let attn = self.attend(l, &qkv, width, slot);
-        let mut out = vec![0f32; m * hd];
-        matmul_t(&attn, &layer.o_w, nh * d, &mut out);
-        x.iter_mut().zip(&out).for_each(|(a, b)| *a += b);
-        let h = rms_norm(x, &layer.post_norm, w.eps);
-        let inter = w.intermediate;
-        let mut gate_up = vec![0f32; m * 2 * inter];
-        matmul_t(&h, &layer.gate_up_w, hd, &mut gate_up);
-        let mut act = vec![0f32; m * inter];
-        for (a, gu) in act
-            .chunks_exact_mut(inter)
-            .zip(gate_up.chunks_exact(2 * inter))
+        for (r, (kr, vr)) in k
+            .chunks_exact(mine * d)
+            .zip(v.chunks_exact(mine * d))
+            .enumerate()
         {
-            let (g, u) = gu.split_at(inter);
-            for ((o, &g), &u) in a.iter_mut().zip(g).zip(u) {
-                *o = g / (1.0 + (-g).exp()) * u;
+            for i in 0..mine {
+                let at = ((r * mine + i) * cap + slot) * d;
+                ks[at..at + d].copy_from_slice(&kr[i * d..][..d]);
+                vs[at..at + d].copy_from_slice(&vr[i * d..][..d]);
             }
         }
-        matmul_t(&act, &layer.down_w, inter, &mut out);
-        x.iter_mut().zip(&out).for_each(|(a, b)| *a += b);
+        self.attend(l, &q, slot)
     }
 
-    /// Each row's attention output `(rows, heads * head_dim)`: query head `h` reads key/value
-    /// head `h / (heads / kv_heads)` over slots `left[r]..=slot`. The query heads of one
-    /// key/value head take their scores together, as one few-rows product against the cached
-    /// keys (a plain dot-product loop sums one product at a time, and was half of decoding).
-    fn attend(&self, l: usize, qkv: &[f32], width: usize, slot: usize) -> Vec<f32> {
+    /// Attention over the cache for queries `q` `(rows, this member's query heads * head_dim)`.
+    fn attend(&self, l: usize, q: &[f32], slot: usize) -> Vec<f32> {
         let w = self.w;
-        let (nh, nkv, d) = (w.heads, w.kv_heads, w.head_dim);
-        let (group, cap) = (nh / nkv, self.capacity);
+        let (d, cap) = (w.head_dim, self.capacity);
+        let group = w.heads / w.kv_heads;
+        let mine = self.shares.kv_heads[self.t].len();
         let (ks, vs) = &self.kv[l];
         let scale = 1.0 / (d as f32).sqrt();
-        let mut out = vec![0f32; qkv.len() / width * nh * d];
+        let mut out = vec![0f32; q.len()];
         let mut scores = Vec::with_capacity(group * (slot + 1));
-        for (r, row) in qkv.chunks_exact(width).enumerate() {
+        for (r, row) in q.chunks_exact(mine * group * d).enumerate() {
             let first = self.left[r];
             let len = slot + 1 - first;
-            for hk in 0..nkv {
-                let queries = &row[hk * group * d..][..group * d];
-                let base = (r * nkv + hk) * cap * d;
+            for i in 0..mine {
+                let queries = &row[i * group * d..][..group * d];
+                let base = (r * mine + i) * cap * d;
                 let (keys, values) = (
                     &ks[base + first * d..base + (slot + 1) * d],
                     &vs[base + first * d..base + (slot + 1) * d],
@@ -232,7 +316,7 @@ impl<'w> LoopDecoder<'w> {
                 for (g, probs) in scores.chunks_exact_mut(len).enumerate() {
                     probs.iter_mut().for_each(|p| *p *= scale);
                     softmax_in_place(probs);
-                    let o = &mut out[(r * nh + hk * group + g) * d..][..d];
+                    let o = &mut out[((r * mine + i) * group + g) * d..][..d];
                     for (&p, v) in probs.iter().zip(values.chunks_exact(d)) {
                         o.iter_mut().zip(v).for_each(|(a, b)| *a += p * b);
                     }
@@ -240,6 +324,30 @@ impl<'w> LoopDecoder<'w> {
             }
         }
         out
+    }
+}
+
+/// `x · wᵀ` over the weight rows `rows` of `w` (rows of `k`): one member's output columns.
+fn product(x: &[f32], w: &[f32], rows: &Range<usize>, k: usize) -> Vec<f32> {
+    let mut y = vec![0f32; x.len() / k * rows.len()];
+    matmul_t(x, &w[rows.start * k..rows.end * k], k, &mut y);
+    y
+}
+
+/// Adds every member's part `p` (its `shares` columns of each row) to the rows of `x`.
+fn add_parts(x: &mut [f32], board: &Board, p: Part, shares: &[Range<usize>]) {
+    let width = shares.last().map_or(0, |r| r.end);
+    for (t, cols) in shares.iter().enumerate() {
+        let part = board.get(t, p);
+        if cols.is_empty() {
+            continue;
+        }
+        for (row, add) in x.chunks_exact_mut(width).zip(part.chunks_exact(cols.len())) {
+            row[cols.clone()]
+                .iter_mut()
+                .zip(add)
+                .for_each(|(a, b)| *a += b);
+        }
     }
 }
 
@@ -262,13 +370,21 @@ fn rope(x: &mut [f32], cos: &[f32], sin: &[f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::generate::{flat_kv, prefill_one};
     use crate::model::policy::left_pad_mask;
+    use crate::model::qwen2::{Attend, Rows};
     use crate::model::testing::micro_policy;
+    use candle_core::Tensor;
 
-    /// Both decoders over the same prefill of prompts of different lengths (so with left
-    /// padding), fed the same tokens: the same logits, for tied and untied embeddings.
+    /// Each step's tokens and RoPE positions, for every row.
+    type Feeds = Vec<(Vec<u32>, Vec<u32>)>;
+
+    /// Teams of 1, 2 and 3 threads (the third with no key/value head of its own) over the same
+    /// prefill of prompts of different lengths (so with left padding), fed the same tokens:
+    /// the logits of candle's forward over a KV cache, and to the bit the same logits
+    /// whatever the team's size; for tied and untied embeddings.
     #[test]
-    fn loops_match_the_candle_forward() {
+    fn teams_match_the_candle_forward_and_each_other() {
         for tied in [true, false] {
             let policy = micro_policy(tied, 3, DType::F32).unwrap();
             let net = policy.network(false).unwrap();
@@ -276,28 +392,86 @@ mod tests {
             let (n, steps) = (2, 6);
             let capacity = 11 + steps;
             let rows = prompts.len() * n;
-            let left: Vec<usize> = (0..rows).map(|r| 11 - prompts[r / n].len()).collect();
+            let feeds: Feeds = (0..steps)
+                .map(|step| {
+                    let ids = (0..rows).map(|r| (7 * r + 3 * step) as u32 % 300).collect();
+                    let positions = (0..rows)
+                        .map(|r| (prompts[r / n].len() + step) as u32)
+                        .collect();
+                    (ids, positions)
+                })
+                .collect();
             let mask = left_pad_mask(&prompts, n, capacity, DType::F32, &Device::Cpu).unwrap();
-            let weights = Decoding::loop_weights(&net).unwrap();
-            assert!(weights.is_some());
-            let mut both = [weights.as_ref(), None].map(|w| {
-                let (cache, _) = policy.prefill(&net, &prompts, n, capacity).unwrap();
-                Decoding::new(w, cache, left.clone(), mask.clone()).unwrap()
-            });
-            assert!(matches!(both[0], Decoding::Loops(_)));
-            for step in 0..steps {
-                let ids: Vec<u32> = (0..rows).map(|r| (7 * r + 3 * step) as u32 % 300).collect();
-                let positions: Vec<u32> = (0..rows)
-                    .map(|r| (prompts[r / n].len() + step) as u32)
-                    .collect();
-                let a = both[0].step(&net, &ids, &positions).unwrap();
-                let b = both[1].step(&net, &ids, &positions).unwrap();
-                for (ra, rb) in a.iter().zip(&b) {
-                    for (x, y) in ra.iter().zip(rb) {
-                        assert!((x - y).abs() < 1e-4, "tied {tied}, step {step}: {x} vs {y}");
-                    }
+            let (mut cache, _) = policy.prefill(&net, &prompts, n, capacity).unwrap();
+            let want: Vec<Vec<Vec<f32>>> = feeds
+                .iter()
+                .map(|(ids, positions)| {
+                    let dev = &Device::Cpu;
+                    let step_rows = Rows {
+                        positions: Tensor::from_slice(positions, (rows, 1), dev).unwrap(),
+                        key_mask: mask.clone(),
+                    };
+                    let ids = Tensor::from_slice(ids, (rows, 1), dev).unwrap();
+                    let attend = Attend::Cache(&mut cache);
+                    let (h, _) = net.forward_rows(&ids, attend, Some(&step_rows)).unwrap();
+                    net.logits(&h)
+                        .unwrap()
+                        .squeeze(1)
+                        .unwrap()
+                        .to_vec2()
+                        .unwrap()
+                })
+                .collect();
+            let w = loop_weights(&net)
+                .unwrap()
+                .expect("f32 CPU weights decode in loops");
+            let kvs: Vec<PromptKv> = prompts
+                .iter()
+                .map(|p| flat_kv(prefill_one(&net, p).unwrap().0).unwrap())
+                .collect();
+            let alone = run_team(&w, 1, &kvs, n, capacity, &feeds);
+            for (step, (a, b)) in alone.iter().zip(&want).enumerate() {
+                for (x, y) in a.iter().flatten().zip(b.iter().flatten()) {
+                    assert!((x - y).abs() < 1e-4, "tied {tied}, step {step}: {x} vs {y}");
                 }
             }
+            for threads in [2, 3] {
+                let got = run_team(&w, threads, &kvs, n, capacity, &feeds);
+                assert!(got == alone, "tied {tied}: a team of {threads} differs");
+            }
         }
+    }
+
+    /// Every step's logits of every row, decoded by a team of `threads`, each member
+    /// returning its share of the rows.
+    fn run_team(
+        w: &LoopWeights,
+        threads: usize,
+        kvs: &[PromptKv],
+        n: usize,
+        capacity: usize,
+        feeds: &Feeds,
+    ) -> Vec<Vec<Vec<f32>>> {
+        let team = Team::new(threads);
+        let rows = kvs.len() * n;
+        let members: Vec<Vec<Vec<Vec<f32>>>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..threads)
+                .map(|t| {
+                    let team = &team;
+                    s.spawn(move || {
+                        let mut member = Member::new(w, (t, threads), kvs, n, capacity);
+                        let mine = share(rows, threads, t, 1);
+                        feeds
+                            .iter()
+                            .map(|(ids, pos)| member.step(team, ids, pos, mine.clone()).unwrap())
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        (0..feeds.len())
+            .map(|s| members.iter().flat_map(|m| m[s].clone()).collect())
+            .collect()
     }
 }

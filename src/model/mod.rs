@@ -13,6 +13,7 @@ mod decode;
 mod export;
 pub(crate) mod few_rows;
 mod fused;
+mod generate;
 mod heads;
 mod init;
 mod kv_cache;
@@ -24,6 +25,7 @@ mod product;
 mod qwen2;
 mod sampling;
 mod swiglu;
+pub(crate) mod team;
 pub mod testing;
 mod tokenizer;
 

@@ -4,19 +4,23 @@
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+use rand::Rng;
 
 use super::chat::{ChatMessage, ChatTemplate};
 use super::config::{Preset, Qwen2Config};
-use super::decode::{Decoding, LoopWeights};
+use super::decode::loop_weights;
+use super::generate::{prefill_one, sample_candle, sample_team};
 use super::kv_cache::KvCache;
 use super::ops::OpPath;
 use super::qwen2::{gather_logprobs, Attend, Qwen2, Rope};
-use super::sampling::{sample_token, Completion, SamplingParams};
+use super::sampling::{Completion, SamplingParams};
 use super::{init, ChatTokenizer, ModelError, Params, Result};
 use crate::data::PromptFormat;
 use crate::parallel::{map_chunks, worker_threads};
+
+/// Rows (prompts x completions) up to which a sampling call on f32 CPU weights decodes as one
+/// batch on a team of threads sharing each weight, rather than one shard of rows per thread.
+pub const TEAM_ROWS: usize = 64;
 
 /// A language model ready to sample and train.
 pub struct Policy {
@@ -400,9 +404,12 @@ impl Policy {
     /// Samples `n` completions of each prompt.
     ///
     /// Each group gets its own RNG, seeded in order from `rng`, so the result depends on the
-    /// `rng` state alone and not on how the work is split. Groups are spread over
-    /// [`worker_threads`] threads; within a worker they decode together as one batch
-    /// (see `sample_batch`). No autograd graph is built.
+    /// `rng` state alone and not on how the work is split. No autograd graph is built. On f32
+    /// CPU weights a batch of at most [`TEAM_ROWS`] rows (a training step's rollout) decodes as
+    /// one batch on a team of [`worker_threads`] threads, each with its share of every weight
+    /// (`generate.rs`); larger batches (evaluation) are split into shards of whole groups, one
+    /// per thread, each decoding its rows alone. Elsewhere each shard decodes with candle's
+    /// forward.
     pub fn sample_groups<R: Rng>(
         &self,
         prompts: &[Vec<u32>],
@@ -422,14 +429,24 @@ impl Policy {
             max_new_tokens = params.max_new_tokens,
             "sampling"
         );
-        let weights = Decoding::loop_weights(&self.network(false)?)?;
-        let workers = worker_threads().min(prompts.len()).max(1);
+        let net = self.network(false)?;
+        let weights = loop_weights(&net)?;
+        let threads = worker_threads();
+        if let Some(w) = &weights {
+            if prompts.len() * n <= TEAM_ROWS {
+                return sample_team(self, &net, prompts, &seeds, (n, params), w, threads);
+            }
+        }
+        let workers = threads.min(prompts.len()).max(1);
         let chunk = prompts.len().div_ceil(workers);
         let shards: Vec<(&[Vec<u32>], &[u64])> =
             prompts.chunks(chunk).zip(seeds.chunks(chunk)).collect();
         let results = map_chunks(
             &shards,
-            |_, (p, s)| self.sample_batch(p, s, n, params, weights.as_ref()),
+            |_, &(p, s)| match &weights {
+                Some(w) => sample_team(self, &net, p, s, (n, params), w, 1),
+                None => sample_candle(self, p, s, n, params),
+            },
             || ModelError::Invalid("a sampling thread panicked".into()),
         );
         let mut out = Vec::with_capacity(prompts.len());
@@ -437,85 +454,6 @@ impl Policy {
             out.extend(r?);
         }
         Ok(out)
-    }
-
-    /// Samples `n` completions of each prompt with all groups decoding together.
-    ///
-    /// Each prompt is prefilled once (batch 1, its own length); its keys and values are copied
-    /// into the `n` rows of its group in one shared cache, left-padded to the longest prompt.
-    /// Every decode step then runs all `prompts x n` rows as one batch, each row at its own
-    /// RoPE position with the padding masked out: in plain loops over `loop_weights` (shared
-    /// by the call's threads) when there are some, with the network's forward otherwise.
-    fn sample_batch(
-        &self,
-        prompts: &[Vec<u32>],
-        seeds: &[u64],
-        n: usize,
-        params: &SamplingParams,
-        loop_weights: Option<&LoopWeights>,
-    ) -> Result<Vec<Vec<Completion>>> {
-        let mut rngs: Vec<ChaCha8Rng> = seeds
-            .iter()
-            .map(|&s| ChaCha8Rng::seed_from_u64(s))
-            .collect();
-        let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
-        self.check_len(cache_capacity(longest, params))?;
-        let net = self.network(false)?;
-        let rows = prompts.len() * n;
-        let capacity = cache_capacity(longest, params);
-        let (cache, first_logits) = self.prefill(&net, prompts, n, capacity)?;
-        let key_mask = left_pad_mask(prompts, n, capacity, self.params.dtype(), &self.device)?;
-        let left: Vec<usize> = (0..rows).map(|r| longest - prompts[r / n].len()).collect();
-        let mut decoding = Decoding::new(loop_weights, cache, left, key_mask)?;
-        let mut logits: Vec<Vec<f32>> = first_logits
-            .into_iter()
-            .flat_map(|l| std::iter::repeat_n(l, n))
-            .collect();
-        let mut out: Vec<Completion> = (0..rows)
-            .map(|_| Completion {
-                tokens: Vec::with_capacity(params.max_new_tokens),
-                text: String::new(),
-                logprobs: Vec::with_capacity(params.max_new_tokens),
-                finished: false,
-            })
-            .collect();
-        let pad = self.tokenizer.pad_id();
-        for step in 0..params.max_new_tokens {
-            let mut inputs = Vec::with_capacity(rows);
-            for (r, (row, lg)) in out.iter_mut().zip(&logits).enumerate() {
-                if row.finished {
-                    inputs.push(pad);
-                    continue;
-                }
-                let (tok, lp) = sample_token(lg, params, &mut rngs[r / n]);
-                row.tokens.push(tok);
-                row.logprobs.push(lp);
-                row.finished = params.stop_at_eos && self.tokenizer.is_eos(tok);
-                inputs.push(tok);
-            }
-            if step + 1 == params.max_new_tokens || out.iter().all(|r| r.finished) {
-                break;
-            }
-            let positions: Vec<u32> = (0..rows)
-                .map(|r| (prompts[r / n].len() + step) as u32)
-                .collect();
-            logits = decoding.step(&net, &inputs, &positions)?;
-        }
-        for row in &mut out {
-            let body = match row.tokens.last() {
-                Some(&t) if row.finished && self.tokenizer.is_eos(t) => {
-                    &row.tokens[..row.tokens.len() - 1]
-                }
-                _ => &row.tokens[..],
-            };
-            row.text = self.tokenizer.decode(body)?;
-        }
-        let mut groups = Vec::with_capacity(prompts.len());
-        let mut it = out.into_iter();
-        for _ in prompts {
-            groups.push(it.by_ref().take(n).collect());
-        }
-        Ok(groups)
     }
 
     /// Runs each prompt once and lays its keys and values into `n` rows of a shared cache,
@@ -533,10 +471,8 @@ impl Policy {
         let mut per_layer: Vec<(Vec<Tensor>, Vec<Tensor>)> = vec![(Vec::new(), Vec::new()); layers];
         let mut first = Vec::with_capacity(prompts.len());
         for prompt in prompts {
-            let ids = Tensor::from_slice(prompt, (1, prompt.len()), &self.device)?;
-            let (h, kv) = net.forward(&ids, Attend::Causal)?;
-            let last = net.logits(&h.narrow(1, prompt.len() - 1, 1)?)?;
-            first.push(last.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?);
+            let (kv, logits) = prefill_one(net, prompt)?;
+            first.push(logits);
             let left = longest - prompt.len();
             let right = capacity - longest;
             for (l, layer_kv) in kv.into_iter().enumerate() {
@@ -554,10 +490,6 @@ impl Policy {
         }
         Ok((KvCache::from_buffers(buffers, longest)?, first))
     }
-}
-
-fn cache_capacity(longest: usize, params: &SamplingParams) -> usize {
-    longest + params.max_new_tokens
 }
 
 /// `kv` `(1, heads, len, dim)` repeated into `n` rows with `left` empty slots before it and
