@@ -22,7 +22,7 @@ use serde::Serialize;
 
 use crate::data::{Generator, PromptTemplate, Split};
 use crate::model::{Policy, Preset};
-use crate::train::{Mode, RlTrainer, TrainConfig, TrainError};
+use crate::train::{Mode, Phases, RlTrainer, TrainConfig, TrainError};
 
 /// The workload: `prompts` groups of `completions` samples each, prompts of about
 /// `prompt_tokens`, at most `new_tokens` generated per completion.
@@ -68,6 +68,9 @@ pub struct Figure {
     /// Threads inside each candle kernel (`RAYON_NUM_THREADS`).
     pub kernel_threads: usize,
     pub peak_rss_mb: f64,
+    /// The update's phases, each the median over the repetitions (see [`Phases`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub phases: Option<Phases>,
     pub workload: Workload,
 }
 
@@ -114,7 +117,7 @@ pub fn run(
     let tps = rollout.new_tokens() as f64 / median(&times);
     let prompt_tokens =
         rollout.prompts.iter().map(Vec::len).sum::<usize>() / rollout.prompts.len().max(1);
-    let figure = |name, times: Vec<f64>, tps| Figure {
+    let figure = |name, times: Vec<f64>, tps, phases| Figure {
         figure: name,
         preset: preset_name.to_string(),
         parameters,
@@ -124,12 +127,19 @@ pub fn run(
         threads: crate::parallel::worker_threads(),
         kernel_threads: candle_core::utils::get_num_threads(),
         peak_rss_mb: peak_rss_mb(),
+        phases,
         workload: workload.clone(),
     };
-    let mut figures = vec![figure("rollout", times, Some(tps))];
+    let mut figures = vec![figure("rollout", times, Some(tps), None)];
     if !rollout_only {
-        let update = time_reps(workload, || trainer.update(&rollout).map(|_| ()))?;
-        figures.push(figure("update", update, None));
+        let mut phases = Vec::new();
+        let update = time_reps(workload, || {
+            phases.extend(trainer.update(&rollout)?.phases);
+            Ok(())
+        })?;
+        // The warm-up's phases are not timed.
+        let timed = &phases[phases.len().saturating_sub(update.len())..];
+        figures.push(figure("update", update, None, median_phases(timed)));
     }
     Ok(figures)
 }
@@ -190,6 +200,17 @@ where
         times.push(start.elapsed().as_secs_f64());
     }
     Ok(times)
+}
+
+/// Each phase's median over `phases`; `None` when there are none.
+fn median_phases(phases: &[Phases]) -> Option<Phases> {
+    let of = |f: fn(&Phases) -> f64| median(&phases.iter().map(f).collect::<Vec<_>>());
+    (!phases.is_empty()).then(|| Phases {
+        forward: of(|p| p.forward),
+        backward: of(|p| p.backward),
+        passes: of(|p| p.passes),
+        optimizer: of(|p| p.optimizer),
+    })
 }
 
 /// Peak resident set size of this process (Linux `VmHWM`), 0 where unknown.

@@ -180,6 +180,7 @@ fn plausible_step(
             update_time: rng.random(),
         }),
         examples: vec![example("best", 1.0), example("worst", 0.0)],
+        phases: None,
     }
 }
 

@@ -9,13 +9,13 @@ use std::time::Instant;
 use serde::Serialize;
 
 use super::store::{tempfile_dir, BenchRun};
-use super::{bench_template, peak_rss_mb, Timing, Workload};
+use super::{bench_template, median_phases, peak_rss_mb, Timing, Workload};
 use crate::data::{Generator, PromptTemplate, Split};
 use crate::model::{Policy, Preset};
 use crate::reward::{CustomRewards, Reward, RewardError, RewardSpec, Scored};
 use crate::runs::{RunError, SYNTHETIC_SEED};
 use crate::train::observe::median;
-use crate::train::{Mode, Recorder, RlTrainer, SftTrainer, TrainConfig, Trainer};
+use crate::train::{Mode, Phases, Recorder, RlTrainer, SftTrainer, TrainConfig, Trainer};
 
 /// One step figure, printed as a JSON line.
 #[derive(Debug, Clone, Serialize)]
@@ -37,6 +37,9 @@ pub struct StepFigure {
     /// GRPO: the median seconds of the step's store write.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub store_seconds: Option<f64>,
+    /// The update's phases, each the median over the steps (see [`Phases`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub phases: Option<Phases>,
     pub peak_rss_mb: f64,
     pub reps: usize,
 }
@@ -84,6 +87,7 @@ pub fn grpo_step(
                 timed.store.push(t_store.elapsed().as_secs_f64());
                 timed.step.push(t.elapsed().as_secs_f64());
                 timed.rollout.push(rl.rollout_time);
+                timed.phases.extend(m.phases);
                 let completion = rl.completion_length.0 * rl.samples as f64;
                 timed.tokens = prompt_tokens * w.completions + completion.round() as usize;
             }
@@ -95,6 +99,7 @@ pub fn grpo_step(
     Ok(StepFigure {
         rollout_seconds: Some(median(&t.rollout)),
         store_seconds: Some(median(&t.store)),
+        phases: median_phases(&t.phases),
         ..figure(
             "grpo_step",
             preset_name,
@@ -110,6 +115,7 @@ struct GrpoTimes {
     step: Vec<f64>,
     rollout: Vec<f64>,
     store: Vec<f64>,
+    phases: Vec<Phases>,
     tokens: usize,
 }
 
@@ -161,24 +167,28 @@ pub fn sft_step(
         .collect();
     let sequences = config.batch_size;
     let mut trainer = SftTrainer::new(config, policy, &samples, prompt)?;
-    let (mut step_s, mut tokens) = (Vec::new(), Vec::new());
+    let (mut step_s, mut tokens, mut phases) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..steps {
         let batch_tokens = trainer.batch_tokens();
         let t = Instant::now();
-        trainer.train_step(&mut Recorder::default())?;
+        let m = trainer.train_step(&mut Recorder::default())?;
         if i >= w.warmup {
             step_s.push(t.elapsed().as_secs_f64());
             tokens.push(batch_tokens);
+            phases.extend(m.phases);
         }
     }
     let tokens = tokens.iter().sum::<usize>() / tokens.len().max(1);
-    Ok(figure(
-        "sft_step",
-        preset_name,
-        parameters,
-        &step_s,
-        (sequences, tokens),
-    ))
+    Ok(StepFigure {
+        phases: median_phases(&phases),
+        ..figure(
+            "sft_step",
+            preset_name,
+            parameters,
+            &step_s,
+            (sequences, tokens),
+        )
+    })
 }
 
 fn figure(
@@ -199,6 +209,7 @@ fn figure(
         tokens_per_s: tokens as f64 / time.seconds,
         rollout_seconds: None,
         store_seconds: None,
+        phases: None,
         peak_rss_mb: peak_rss_mb(),
         reps: times.len(),
     }

@@ -18,6 +18,12 @@ pub struct BenchArgs {
     /// Timed repetitions (the median is reported), after one warm-up
     #[arg(long, default_value_t = 5)]
     reps: usize,
+    /// Prompts (groups) a step samples and trains on
+    #[arg(long, default_value_t = 2, value_parser = at_least_one())]
+    prompts: usize,
+    /// Completions per prompt
+    #[arg(long, default_value_t = 4, value_parser = at_least_one())]
+    completions: usize,
     /// The figures to measure (repeat the flag; default: all four)
     #[arg(long, value_enum)]
     figure: Vec<StepFigureName>,
@@ -54,6 +60,10 @@ enum StepFigureName {
     Products,
 }
 
+fn at_least_one() -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::new().range(1..)
+}
+
 pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     if let Some(steps) = a.report {
         let (dir, keep) = match &a.report_dir {
@@ -75,6 +85,8 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     let preset = ws.preset(&a.preset)?;
     let workload = Workload {
         reps: a.reps,
+        prompts: a.prompts,
+        completions: a.completions,
         ..Workload::default()
     };
     let wants = |f| (a.figure.is_empty() && f != StepFigureName::Products) || a.figure.contains(&f);

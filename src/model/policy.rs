@@ -20,7 +20,11 @@ use crate::parallel::{map_chunks, worker_threads};
 
 /// Rows (prompts x completions) up to which a sampling call on f32 CPU weights decodes as one
 /// batch on a team of threads sharing each weight, rather than one shard of rows per thread.
-pub const TEAM_ROWS: usize = 64;
+/// With few rows a shard's thread reads every weight for a handful of dot products, and a
+/// team reads each weight once (`chartrl bench --figure rollout --prompts P --completions C`:
+/// 8 and 16 rows faster as a team, 32 the same within noise, 64 to 256 rows of evaluation
+/// the same or a few percent slower).
+pub const TEAM_ROWS: usize = 32;
 
 /// A language model ready to sample and train.
 pub struct Policy {
@@ -405,11 +409,11 @@ impl Policy {
     ///
     /// Each group gets its own RNG, seeded in order from `rng`, so the result depends on the
     /// `rng` state alone and not on how the work is split. No autograd graph is built. On f32
-    /// CPU weights a batch of at most [`TEAM_ROWS`] rows (a training step's rollout) decodes as
-    /// one batch on a team of [`worker_threads`] threads, each with its share of every weight
-    /// (`generate.rs`); larger batches (evaluation) are split into shards of whole groups, one
-    /// per thread, each decoding its rows alone. Elsewhere each shard decodes with candle's
-    /// forward.
+    /// CPU weights a batch of at most [`TEAM_ROWS`] rows (a training step's rollout), or of
+    /// fewer prompts than threads, decodes as one batch on a team of [`worker_threads`]
+    /// threads, each with its share of every weight (`generate.rs`); larger batches
+    /// (evaluation) are split into shards of whole groups, one per thread, each decoding its
+    /// rows alone. Elsewhere each shard decodes with candle's forward.
     pub fn sample_groups<R: Rng>(
         &self,
         prompts: &[Vec<u32>],
@@ -433,7 +437,7 @@ impl Policy {
         let weights = loop_weights(&net)?;
         let threads = worker_threads();
         if let Some(w) = &weights {
-            if prompts.len() * n <= TEAM_ROWS {
+            if prompts.len() * n <= TEAM_ROWS || prompts.len() < threads {
                 return sample_team(self, &net, prompts, &seeds, (n, params), w, threads);
             }
         }

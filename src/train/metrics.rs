@@ -79,6 +79,23 @@ pub struct StepMetrics {
     pub rl: Option<RlStepMetrics>,
     /// The step's best and worst completions by total reward (RL steps only).
     pub examples: Vec<Example>,
+    /// Where the update's time went; `None` for a skipped RL step. Not stored.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub phases: Option<Phases>,
+}
+
+/// Where an update's time went, for `chartrl bench` (wall-clock, so never stored).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Phases {
+    /// Forward passes with their losses, seconds summed over the pieces (threads run several
+    /// at once, so these add up to more than the wall time).
+    pub forward: f64,
+    /// Backward passes, each piece's gradients collected, summed likewise.
+    pub backward: f64,
+    /// Wall seconds of all the pieces' passes, their gradients added up in order.
+    pub passes: f64,
+    /// Wall seconds of the gradient norm, clipping, AdamW and the finiteness checks.
+    pub optimizer: f64,
 }
 
 /// What an RL step adds: its rollout's scores and what its update did.

@@ -63,7 +63,7 @@ pub(crate) fn ensure_finite_weights(
 pub use cursor::{derive_seed, Cursor};
 pub use fit::{fit, Fit, FitHook, Trainer};
 pub use grads::{backward_pieces, clip_factor, global_norm, Grads};
-pub use metrics::{keys, Example, RlStepMetrics, StepMetrics, TIMING_KEYS};
+pub use metrics::{keys, Example, Phases, RlStepMetrics, StepMetrics, TIMING_KEYS};
 pub use observe::{Event, Level, Observer, Phase, Recorder};
 pub use optim::{AdamW, AdamWConfig};
 pub use rl::RlTrainer;

@@ -196,6 +196,7 @@ impl RlTrainer {
             tokens: None,
             rl: Some(rl),
             examples: self.examples_of(r),
+            phases: u.phases,
         }
     }
 

@@ -253,7 +253,7 @@ impl SftTrainer {
             .map(|r| batch[r].to_vec())
             .collect();
         let t0 = Instant::now();
-        let (grads, losses) = backward_pieces(&policy.params, pieces.len(), |j| {
+        let (grads, losses, mut phases) = backward_pieces(&policy.params, pieces.len(), |j| {
             let rows: Vec<Vec<u32>> = pieces[j].iter().map(|&i| seqs[i].0.clone()).collect();
             let from: Vec<usize> = pieces[j].iter().map(|&i| seqs[i].1).collect();
             let out = policy
@@ -267,6 +267,7 @@ impl SftTrainer {
             step,
             source: Box::new(e),
         })?;
+        let t1 = Instant::now();
         let norm = global_norm(&grads)?;
         let lr = cfg.lr_at(step);
         let loss: f64 = losses.iter().sum();
@@ -279,6 +280,7 @@ impl SftTrainer {
             clip_factor(norm, cfg.max_grad_norm),
         )?;
         ensure_finite_weights(step, &policy.params, lr, cfg.max_grad_norm)?;
+        phases.optimizer = t1.elapsed().as_secs_f64();
         Ok(StepMetrics {
             phase: Phase::WarmStart,
             step,
@@ -290,6 +292,7 @@ impl SftTrainer {
             tokens: Some(tokens),
             rl: None,
             examples: Vec::new(),
+            phases: Some(phases),
         })
     }
 }

@@ -5,6 +5,7 @@
 use std::time::Instant;
 
 use super::grads::{backward_pieces, clip_factor, global_norm};
+use super::metrics::Phases;
 use super::objective::{group_loss, LossStats, Normaliser};
 use super::rl::RlTrainer;
 use super::rollout::Rollout;
@@ -24,6 +25,8 @@ pub struct Update {
     pub kl: Option<f64>,
     pub learning_rate: f64,
     pub seconds: f64,
+    /// Where the time went (`None` when skipped).
+    pub phases: Option<Phases>,
 }
 
 impl RlTrainer {
@@ -45,13 +48,16 @@ impl RlTrainer {
             kl: None,
             learning_rate: lr,
             seconds: 0.0,
+            phases: None,
         };
         if !u.skipped {
-            let (grads, sides) = backward_pieces(&self.policy.params, active.len(), |j| {
-                let gi = active[j];
-                let (adv, kept) = &r.advantages[gi];
-                self.group_loss(&r.prompts[gi], &r.groups[gi], adv, kept, &r.normaliser)
-            })?;
+            let (grads, sides, mut phases) =
+                backward_pieces(&self.policy.params, active.len(), |j| {
+                    let gi = active[j];
+                    let (adv, kept) = &r.advantages[gi];
+                    self.group_loss(&r.prompts[gi], &r.groups[gi], adv, kept, &r.normaliser)
+                })?;
+            let t2 = Instant::now();
             let grad_norm = global_norm(&grads)?;
             let loss: f64 = sides.iter().map(|s| s.loss).sum();
             ensure_finite(step, "loss", loss, lr, cfg.max_grad_norm)?;
@@ -60,6 +66,8 @@ impl RlTrainer {
             self.optimizer
                 .step(&self.policy.params, &grads, lr, factor)?;
             ensure_finite_weights(step, &self.policy.params, lr, cfg.max_grad_norm)?;
+            phases.optimizer = t2.elapsed().as_secs_f64();
+            u.phases = Some(phases);
             let kept_tokens = r.normaliser.kept_tokens as usize;
             let ent_tokens: f64 = sides.iter().map(|s| s.tokens).sum();
             let ent: f64 = sides.iter().map(|s| s.entropy_sum).sum();
