@@ -156,13 +156,43 @@ fn bench_prints_one_json_object_per_figure() {
     assert_eq!(figures[4]["figure"], "sft_step");
     assert_eq!(figures[4]["sequences"], 32);
     assert!(figures[4]["tokens_per_s"].as_f64().unwrap() > 0.0);
+    // The update's phases: forward and backward summed over threads, passes and the
+    // optimizer in wall time, within the update's own time.
+    for f in [&figures[1], &figures[3], &figures[4]] {
+        let p = &f["phases"];
+        let get = |k: &str| p[k].as_f64().unwrap_or_else(|| panic!("{k} in {f}"));
+        assert!(get("forward") > 0.0 && get("backward") > 0.0 && get("optimizer") > 0.0);
+        assert!(
+            get("passes") + get("optimizer") <= f["seconds"].as_f64().unwrap(),
+            "{f}"
+        );
+    }
+    assert!(figures[0].get("phases").is_none());
     assert_eq!(figures[5]["figure"], "store");
     assert_eq!(figures[5]["steps"], 2);
     assert!(figures[5]["store_seconds"].as_f64().unwrap() > 0.0);
     assert!(figures[5]["checkpoint_mb"].as_f64().unwrap() > 1.0);
-    let only = ok(&["bench", "--reps", "1", "--figure", "rollout"], tmp.path());
+    let only = ok(
+        &[
+            "bench",
+            "--reps",
+            "1",
+            "--figure",
+            "rollout",
+            "--prompts",
+            "3",
+            "--completions",
+            "2",
+        ],
+        tmp.path(),
+    );
     assert_eq!(only.lines().count(), 1, "{only}");
-    assert!(only.contains("\"rollout\""), "{only}");
+    let rollout: serde_json::Value = serde_json::from_str(&only).unwrap();
+    assert_eq!(rollout["figure"], "rollout");
+    assert_eq!(rollout["workload"]["prompts"], 3);
+    assert_eq!(rollout["workload"]["completions"], 2);
+    let o = chartrl(&["bench", "--prompts", "0"], tmp.path());
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
 }
 
 #[test]
