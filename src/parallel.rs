@@ -20,21 +20,10 @@ pub fn worker_threads() -> usize {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
-/// Applies `f` to every item on up to [`worker_threads`] threads (contiguous chunks, one per
-/// thread) and returns the results in item order. A panicking worker becomes `on_panic()`.
-pub fn map_chunks<T, R, E, F, P>(items: &[T], f: F, on_panic: P) -> Vec<Result<R, E>>
-where
-    T: Sync,
-    R: Send,
-    E: Send,
-    F: Fn(usize, &T) -> Result<R, E> + Sync,
-    P: Fn() -> E + Sync,
-{
-    map_chunks_on(worker_threads(), items, f, on_panic)
-}
-
-/// [`map_chunks`] on up to `threads` threads.
-pub fn map_chunks_on<T, R, E, F, P>(
+/// Applies `f` to every item on up to `threads` threads (contiguous chunks, one per thread;
+/// callers pass [`worker_threads`] unless they split the threads themselves) and returns the
+/// results in item order. A panicking worker becomes `on_panic()`.
+pub fn map_chunks<T, R, E, F, P>(
     threads: usize,
     items: &[T],
     f: F,
@@ -148,7 +137,7 @@ mod tests {
     #[test]
     fn results_keep_item_order() {
         let items: Vec<usize> = (0..7).collect();
-        let out = map_chunks(&items, |i, &x| Ok::<_, ()>((i, x * 10)), || ());
+        let out = map_chunks(3, &items, |i, &x| Ok::<_, ()>((i, x * 10)), || ());
         let got: Vec<(usize, usize)> = out.into_iter().map(Result::unwrap).collect();
         assert_eq!(got, (0..7).map(|i| (i, i * 10)).collect::<Vec<_>>());
     }

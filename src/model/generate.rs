@@ -21,7 +21,7 @@ use super::qwen2::{Attend, LayerKv, Qwen2, Rows};
 use super::sampling::{sample_token, Completion, SamplingParams};
 use super::team::{share, Poisoned, Team};
 use super::{ChatTokenizer, ModelError, Policy, Result};
-use crate::parallel::map_chunks_on;
+use crate::parallel::map_chunks;
 
 /// What the sampling loop needs of a decoder, for the rows one thread samples.
 trait Stepper {
@@ -47,15 +47,10 @@ pub(super) fn sample_team(
     let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
     policy.check_fits(longest, params.max_new_tokens)?;
     let capacity = longest + params.max_new_tokens;
-    let prefills = map_chunks_on(
-        threads.min(prompts.len()),
-        prompts,
-        |_, p| prefill_one(net, p),
-        panicked,
-    )
-    .into_iter()
-    .map(|r| r.and_then(|(kv, logits)| Ok((flat_kv(kv)?, logits))))
-    .collect::<Result<Vec<(PromptKv, Vec<f32>)>>>()?;
+    let prefills = map_chunks(threads, prompts, |_, p| prefill_one(net, p), panicked)
+        .into_iter()
+        .map(|r| r.and_then(|(kv, logits)| Ok((flat_kv(kv)?, logits))))
+        .collect::<Result<Vec<(PromptKv, Vec<f32>)>>>()?;
     let (kvs, first): (Vec<PromptKv>, Vec<Vec<f32>>) = prefills.into_iter().unzip();
     let team = Team::new(threads);
     let lens: Vec<usize> = prompts.iter().map(Vec::len).collect();

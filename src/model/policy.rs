@@ -446,6 +446,7 @@ impl Policy {
         let shards: Vec<(&[Vec<u32>], &[u64])> =
             prompts.chunks(chunk).zip(seeds.chunks(chunk)).collect();
         let results = map_chunks(
+            threads,
             &shards,
             |_, &(p, s)| match &weights {
                 Some(w) => sample_team(self, &net, p, s, (n, params), w, 1),
