@@ -71,34 +71,90 @@ fn matmul_t_portable(x: &[f32], w: &[f32], k: usize, y: &mut [f32]) {
 mod avx2 {
     use std::arch::x86_64::*;
 
-    /// Four weight rows at a time against every input row: four 8-wide accumulators per
-    /// input row, the weight rows staying in L1 across the input rows.
+    /// Four weight rows at a time against the input rows in pairs: eight 8-wide accumulators,
+    /// so each weight load feeds two multiply-adds and each input load four, the weight rows
+    /// staying in L1 across the input rows. Each output sums its products in the same order
+    /// whatever the blocking (lane by lane over `k`, then across lanes, then the tail).
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn matmul_t(x: &[f32], w: &[f32], k: usize, y: &mut [f32]) {
         let n = w.len() / k.max(1);
-        let k8 = k - k % 8;
+        let m = x.len() / k.max(1);
         let mut j0 = 0;
         while j0 < n {
             let rows = (n - j0).min(4);
             let wp: [*const f32; 4] =
                 std::array::from_fn(|r| w[(j0 + r.min(rows - 1)) * k..].as_ptr());
-            for (i, xi) in x.chunks_exact(k).enumerate() {
-                let mut acc = [_mm256_setzero_ps(); 4];
-                let mut c = 0;
-                while c < k8 {
-                    let xv = _mm256_loadu_ps(xi.as_ptr().add(c));
-                    for r in 0..4 {
-                        acc[r] = _mm256_fmadd_ps(xv, _mm256_loadu_ps(wp[r].add(c)), acc[r]);
-                    }
-                    c += 8;
-                }
-                for (r, a) in acc.iter().enumerate().take(rows) {
-                    let tail = std::slice::from_raw_parts(wp[r].add(k8), k - k8);
-                    let s: f32 = xi[k8..].iter().zip(tail).map(|(a, b)| a * b).sum();
-                    y[i * n + j0 + r] = hsum(*a) + s;
-                }
+            // The next four weight rows, contiguous after these, fetched while these are
+            // multiplied (a hardware prefetcher stops at each page of these short rows).
+            let ahead = (j0 + 4 < n).then(|| w[(j0 + 4) * k..].as_ptr());
+            let mut i = 0;
+            while i + 2 <= m {
+                let fetch = if i == 0 { ahead } else { None };
+                let xs = [x[i * k..].as_ptr(), x[(i + 1) * k..].as_ptr()];
+                let acc = block::<2>(xs, wp, k, fetch);
+                store(&acc, x, wp, (i, j0, rows), (k, n), y);
+                i += 2;
+            }
+            if i < m {
+                let fetch = if i == 0 { ahead } else { None };
+                let acc = block::<1>([x[i * k..].as_ptr()], wp, k, fetch);
+                store(&acc, x, wp, (i, j0, rows), (k, n), y);
             }
             j0 += rows;
+        }
+    }
+
+    /// The lane sums of `R` input rows against four weight rows over the first `k - k % 8`
+    /// inputs.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn block<const R: usize>(
+        xs: [*const f32; R],
+        wp: [*const f32; 4],
+        k: usize,
+        fetch: Option<*const f32>,
+    ) -> [[__m256; 4]; R] {
+        let k8 = k - k % 8;
+        let mut acc = [[_mm256_setzero_ps(); 4]; R];
+        let mut c = 0;
+        while c < k8 {
+            if let Some(p) = fetch {
+                // Two cache lines an iteration cover the next 4 rows of `k` over this loop.
+                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(4 * c) as *const i8);
+                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(4 * c + 16) as *const i8);
+            }
+            let wv: [__m256; 4] = std::array::from_fn(|r| _mm256_loadu_ps(wp[r].add(c)));
+            for (a, xp) in acc.iter_mut().zip(xs) {
+                let xv = _mm256_loadu_ps(xp.add(c));
+                for (ar, wr) in a.iter_mut().zip(wv) {
+                    *ar = _mm256_fmadd_ps(xv, wr, *ar);
+                }
+            }
+            c += 8;
+        }
+        acc
+    }
+
+    /// Writes the outputs of input rows `i..i + R` and weight rows `j0..j0 + rows`: each
+    /// accumulator's lanes summed, plus the products past the last full 8 inputs.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn store<const R: usize>(
+        acc: &[[__m256; 4]; R],
+        x: &[f32],
+        wp: [*const f32; 4],
+        (i, j0, rows): (usize, usize, usize),
+        (k, n): (usize, usize),
+        y: &mut [f32],
+    ) {
+        let k8 = k - k % 8;
+        for (di, a) in acc.iter().enumerate() {
+            let xi = &x[(i + di) * k..(i + di + 1) * k];
+            for (r, v) in a.iter().enumerate().take(rows) {
+                let tail = std::slice::from_raw_parts(wp[r].add(k8), k - k8);
+                let s: f32 = xi[k8..].iter().zip(tail).map(|(a, b)| a * b).sum();
+                y[(i + di) * n + j0 + r] = hsum(*v) + s;
+            }
         }
     }
 
@@ -140,6 +196,26 @@ mod tests {
                 .iter()
                 .zip(&fast)
                 .all(|(a, b)| (a - b).abs() < 1e-3));
+        }
+    }
+
+    /// A row's outputs do not depend on the rows it is multiplied with (the kernel pairs
+    /// rows): a team and a lone thread must sample the same tokens to the bit.
+    #[test]
+    fn each_row_comes_out_the_same_alone() {
+        let (m, k, n) = (5, 43, 11);
+        let x: Vec<f32> = (0..m * k)
+            .map(|i| ((i * 37) % 101) as f32 * 0.013 - 0.6)
+            .collect();
+        let w: Vec<f32> = (0..n * k)
+            .map(|i| ((i * 53) % 97) as f32 * 0.021 - 1.0)
+            .collect();
+        let mut together = vec![0f32; m * n];
+        matmul_t(&x, &w, k, &mut together);
+        for (i, xi) in x.chunks_exact(k).enumerate() {
+            let mut alone = vec![0f32; n];
+            matmul_t(xi, &w, k, &mut alone);
+            assert_eq!(alone, together[i * n..(i + 1) * n], "row {i}");
         }
     }
 }
