@@ -16,7 +16,7 @@ use std::ops::Range;
 
 use candle_core::{DType, Device};
 
-use super::few_rows::matmul_t;
+use super::few_rows::{matmul_t, weighted_sum};
 use super::fused::{softmax_in_place, RmsNorm};
 use super::qwen2::Qwen2;
 use super::team::{share, Board, Part, Poisoned, Team};
@@ -317,9 +317,7 @@ impl<'w> Member<'w> {
                     probs.iter_mut().for_each(|p| *p *= scale);
                     softmax_in_place(probs);
                     let o = &mut out[((r * mine + i) * group + g) * d..][..d];
-                    for (&p, v) in probs.iter().zip(values.chunks_exact(d)) {
-                        o.iter_mut().zip(v).for_each(|(a, b)| *a += p * b);
-                    }
+                    weighted_sum(probs, values, o);
                 }
             }
         }

@@ -58,6 +58,27 @@ pub fn matmul_t(x: &[f32], w: &[f32], k: usize, y: &mut [f32]) {
     matmul_t_portable(x, w, k, y);
 }
 
+/// `out = Σ_t p[t] · v_t` over the rows `v_t` of `v` (rows of `out.len()`): an attention
+/// head's output from its probabilities and cached values. Each element sums its products
+/// in position order, a multiply then an add (no fused multiply-add), so the AVX path gives
+/// the plain loop's bits; it keeps the output in registers across positions.
+pub fn weighted_sum(p: &[f32], v: &[f32], out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if out.len() % avx2::SUM_WIDTH == 0 && std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2 (checked above); `out` is whole chunks of the kernel's width.
+        unsafe { avx2::weighted_sum(p, v, out) };
+        return;
+    }
+    weighted_sum_portable(p, v, out);
+}
+
+fn weighted_sum_portable(p: &[f32], v: &[f32], out: &mut [f32]) {
+    out.fill(0.0);
+    for (&pt, vt) in p.iter().zip(v.chunks_exact(out.len())) {
+        out.iter_mut().zip(vt).for_each(|(a, b)| *a += pt * b);
+    }
+}
+
 fn matmul_t_portable(x: &[f32], w: &[f32], k: usize, y: &mut [f32]) {
     let n = w.len() / k.max(1);
     for (j, wj) in w.chunks_exact(k).enumerate() {
@@ -158,6 +179,28 @@ mod avx2 {
         }
     }
 
+    /// Output elements [`weighted_sum`] keeps in registers at once (eight 8-wide vectors).
+    pub const SUM_WIDTH: usize = 64;
+
+    /// [`super::weighted_sum`] over chunks of [`SUM_WIDTH`] outputs (`out.len()` a multiple).
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn weighted_sum(p: &[f32], v: &[f32], out: &mut [f32]) {
+        let d = out.len();
+        for (c, chunk) in out.chunks_exact_mut(SUM_WIDTH).enumerate() {
+            let mut acc = [_mm256_setzero_ps(); SUM_WIDTH / 8];
+            for (&pt, vt) in p.iter().zip(v.chunks_exact(d)) {
+                let (pv, vp) = (_mm256_set1_ps(pt), vt[c * SUM_WIDTH..].as_ptr());
+                for (j, a) in acc.iter_mut().enumerate() {
+                    let prod = _mm256_mul_ps(pv, _mm256_loadu_ps(vp.add(8 * j)));
+                    *a = _mm256_add_ps(*a, prod);
+                }
+            }
+            for (j, a) in acc.iter().enumerate() {
+                _mm256_storeu_ps(chunk.as_mut_ptr().add(8 * j), *a);
+            }
+        }
+    }
+
     #[target_feature(enable = "avx2,fma")]
     unsafe fn hsum(v: __m256) -> f32 {
         let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -196,6 +239,21 @@ mod tests {
                 .iter()
                 .zip(&fast)
                 .all(|(a, b)| (a - b).abs() < 1e-3));
+        }
+    }
+
+    /// The same bits as the plain loop, on a head width the AVX path takes and one it does not.
+    #[test]
+    fn weighted_sums_match_the_plain_loop() {
+        for (t, d) in [(7, 64), (5, 128), (3, 40)] {
+            let p: Vec<f32> = (0..t).map(|i| 1.0 / (i as f32 + 1.7)).collect();
+            let v: Vec<f32> = (0..t * d)
+                .map(|i| ((i * 29) % 83) as f32 * 0.03 - 1.2)
+                .collect();
+            let (mut fast, mut plain) = (vec![1f32; d], vec![2f32; d]);
+            weighted_sum(&p, &v, &mut fast);
+            weighted_sum_portable(&p, &v, &mut plain);
+            assert_eq!(fast, plain, "{t} positions of {d}");
         }
     }
 
