@@ -64,29 +64,39 @@ pub fn loop_weights(net: &Qwen2) -> Result<Option<LoopWeights>> {
 /// Each layer's keys and values of one prompt, `(kv_heads, len, head_dim)` row-major.
 pub type PromptKv = Vec<(Vec<f32>, Vec<f32>)>;
 
-/// How a team of `threads` splits the work of a decoding step.
+/// How a team of `threads` splits the work of a decoding step, and the widths of each
+/// member's part of every exchanged row.
 #[derive(Debug, Clone)]
 struct Shares {
     kv_heads: Vec<Range<usize>>,
     hidden: Vec<Range<usize>>,
     inter: Vec<Range<usize>>,
     vocab: Vec<Range<usize>>,
+    /// Each member's attention outputs in a row: its query heads times the head size.
+    attn_widths: Vec<usize>,
+    inter_widths: Vec<usize>,
+    vocab_widths: Vec<usize>,
 }
 
 impl Shares {
     fn new(w: &LoopWeights, threads: usize) -> Self {
-        let split =
-            |n: usize, align: usize| (0..threads).map(|t| share(n, threads, t, align)).collect();
+        let split = |n: usize, align: usize| -> Vec<Range<usize>> {
+            (0..threads).map(|t| share(n, threads, t, align)).collect()
+        };
+        let widths = |ranges: &[Range<usize>], scale: usize| {
+            ranges.iter().map(|r| r.len() * scale).collect()
+        };
+        let (kv_heads, inter) = (split(w.kv_heads, 1), split(w.intermediate, 4));
+        let vocab = split(w.lm_head.len() / w.hidden, 4);
         Self {
-            kv_heads: split(w.kv_heads, 1),
+            attn_widths: widths(&kv_heads, w.heads / w.kv_heads * w.head_dim),
+            inter_widths: widths(&inter, 1),
+            vocab_widths: widths(&vocab, 1),
+            kv_heads,
             hidden: split(w.hidden, 4),
-            inter: split(w.intermediate, 4),
-            vocab: split(w.lm_head.len() / w.hidden, 4),
+            inter,
+            vocab,
         }
-    }
-
-    fn widths(ranges: &[Range<usize>], scale: usize) -> Vec<usize> {
-        ranges.iter().map(|r| r.len() * scale).collect()
     }
 }
 
@@ -177,9 +187,9 @@ impl<'w> Member<'w> {
         let h = rms_norm(&x, &w.norm, w.eps);
         let logits = product(&h, &w.lm_head, &self.shares.vocab[self.t], hd);
         team.exchange(self.t, Part::Logits, &logits)?;
-        let widths = Shares::widths(&self.shares.vocab, 1);
+        let widths = &self.shares.vocab_widths;
         let vocab: usize = widths.iter().sum();
-        let mine = team.board.gather(Part::Logits, &widths, rows);
+        let mine = team.board.gather(Part::Logits, widths, rows);
         Ok(mine.chunks_exact(vocab).map(<[f32]>::to_vec).collect())
     }
 
@@ -198,12 +208,9 @@ impl<'w> Member<'w> {
         let h = rms_norm(x, &layer.input_norm, w.eps);
         let attn = self.attention(l, &h, positions, slot);
         team.exchange(t, Part::Attn, &attn)?;
-        let group = w.heads / w.kv_heads;
-        let attn = team.board.gather(
-            Part::Attn,
-            &Shares::widths(&self.shares.kv_heads, group * w.head_dim),
-            0..m,
-        );
+        let attn = team
+            .board
+            .gather(Part::Attn, &self.shares.attn_widths, 0..m);
         let out = product(
             &attn,
             &layer.o_w,
@@ -229,7 +236,7 @@ impl<'w> Member<'w> {
         team.exchange(t, Part::Act, &act)?;
         let act = team
             .board
-            .gather(Part::Act, &Shares::widths(&self.shares.inter, 1), 0..m);
+            .gather(Part::Act, &self.shares.inter_widths, 0..m);
         let down = product(&act, &layer.down_w, &self.shares.hidden[t], inter);
         team.exchange(t, Part::Down, &down)?;
         add_parts(x, &team.board, Part::Down, &self.shares.hidden);

@@ -23,8 +23,18 @@ use crate::parallel::{map_chunks, worker_threads};
 /// With few rows a shard's thread reads every weight for a handful of dot products, and a
 /// team reads each weight once (`chartrl bench --figure rollout --prompts P --completions C`:
 /// 8 and 16 rows faster as a team, 32 the same within noise, 64 to 256 rows of evaluation
-/// the same or a few percent slower).
+/// the same or a few percent slower). `CHARTRL_TEAM_ROWS` overrides it (see [`team_rows`]).
 pub const TEAM_ROWS: usize = 32;
+
+/// The rows up to which sampling decodes as a team: `CHARTRL_TEAM_ROWS`, else [`TEAM_ROWS`].
+/// 0 leaves the team only to batches with fewer prompts than threads. Results do not depend
+/// on it (a team and its shards draw the same tokens), only the speed does.
+pub fn team_rows() -> usize {
+    std::env::var("CHARTRL_TEAM_ROWS")
+        .ok()
+        .and_then(|s| s.parse::<usize>().ok())
+        .unwrap_or(TEAM_ROWS)
+}
 
 /// A language model ready to sample and train.
 pub struct Policy {
@@ -409,7 +419,7 @@ impl Policy {
     ///
     /// Each group gets its own RNG, seeded in order from `rng`, so the result depends on the
     /// `rng` state alone and not on how the work is split. No autograd graph is built. On f32
-    /// CPU weights a batch of at most [`TEAM_ROWS`] rows (a training step's rollout), or of
+    /// CPU weights a batch of at most [`team_rows`] rows (a training step's rollout), or of
     /// fewer prompts than threads, decodes as one batch on a team of [`worker_threads`]
     /// threads, each with its share of every weight (`generate.rs`); larger batches
     /// (evaluation) are split into shards of whole groups, one per thread, each decoding its
@@ -437,7 +447,7 @@ impl Policy {
         let weights = loop_weights(&net)?;
         let threads = worker_threads();
         if let Some(w) = &weights {
-            if prompts.len() * n <= TEAM_ROWS || prompts.len() < threads {
+            if prompts.len() * n <= team_rows() || prompts.len() < threads {
                 return sample_team(self, &net, prompts, &seeds, (n, params), w, threads);
             }
         }
