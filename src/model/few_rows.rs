@@ -64,7 +64,7 @@ pub fn matmul_t(x: &[f32], w: &[f32], k: usize, y: &mut [f32]) {
 /// the plain loop's bits; it keeps the output in registers across positions.
 pub fn weighted_sum(p: &[f32], v: &[f32], out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if out.len() % avx2::SUM_WIDTH == 0 && std::arch::is_x86_feature_detected!("avx2") {
+    if out.len().is_multiple_of(avx2::SUM_WIDTH) && std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU has AVX2 (checked above); `out` is whole chunks of the kernel's width.
         unsafe { avx2::weighted_sum(p, v, out) };
         return;
