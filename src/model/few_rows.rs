@@ -63,9 +63,13 @@ pub fn matmul_t(x: &[f32], w: &[f32], k: usize, y: &mut [f32]) {
 /// in position order, a multiply then an add (no fused multiply-add), so the AVX path gives
 /// the plain loop's bits; it keeps the output in registers across positions.
 pub fn weighted_sum(p: &[f32], v: &[f32], out: &mut [f32]) {
+    if out.is_empty() {
+        return;
+    }
     #[cfg(target_arch = "x86_64")]
     if out.len().is_multiple_of(avx2::SUM_WIDTH) && std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2 (checked above); `out` is whole chunks of the kernel's width.
+        // SAFETY: the CPU has AVX2 (checked above); `out` is whole chunks of the kernel's
+        // width, and each row of `v` is as long as `out`.
         unsafe { avx2::weighted_sum(p, v, out) };
         return;
     }

@@ -23,7 +23,8 @@ use crate::parallel::{map_chunks, worker_threads};
 /// With few rows a shard's thread reads every weight for a handful of dot products, and a
 /// team reads each weight once (`chartrl bench --figure rollout --prompts P --completions C`:
 /// 8 and 16 rows faster as a team, 32 the same within noise, 64 to 256 rows of evaluation
-/// the same or a few percent slower). `CHARTRL_TEAM_ROWS` overrides it (see [`team_rows`]).
+/// the same or a few percent slower; with the paired few-rows kernel, 64 and 128 rows within
+/// noise). `CHARTRL_TEAM_ROWS` overrides it (see [`team_rows`]).
 pub const TEAM_ROWS: usize = 32;
 
 /// The rows up to which sampling decodes as a team: `CHARTRL_TEAM_ROWS`, else [`TEAM_ROWS`].
