@@ -111,18 +111,17 @@ mod avx2 {
                 std::array::from_fn(|r| w[(j0 + r.min(rows - 1)) * k..].as_ptr());
             // The next four weight rows, contiguous after these, fetched while these are
             // multiplied (a hardware prefetcher stops at each page of these short rows).
-            let ahead = (j0 + 4 < n).then(|| w[(j0 + 4) * k..].as_ptr());
+            // The first block of input rows takes it.
+            let mut ahead = (j0 + 4 < n).then(|| w[(j0 + 4) * k..].as_ptr());
             let mut i = 0;
             while i + 2 <= m {
-                let fetch = if i == 0 { ahead } else { None };
                 let xs = [x[i * k..].as_ptr(), x[(i + 1) * k..].as_ptr()];
-                let acc = block::<2>(xs, wp, k, fetch);
+                let acc = block::<2>(xs, wp, k, ahead.take());
                 store(&acc, x, wp, (i, j0, rows), (k, n), y);
                 i += 2;
             }
             if i < m {
-                let fetch = if i == 0 { ahead } else { None };
-                let acc = block::<1>([x[i * k..].as_ptr()], wp, k, fetch);
+                let acc = block::<1>([x[i * k..].as_ptr()], wp, k, ahead.take());
                 store(&acc, x, wp, (i, j0, rows), (k, n), y);
             }
             j0 += rows;
