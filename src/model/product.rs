@@ -51,12 +51,27 @@ pub(super) fn product(
     );
     // SAFETY: the assert above keeps every element the kernel reads or writes inside the
     // three slices; `dst` is borrowed mutably, so it aliases neither input.
+    unsafe { gemm_into(dst.as_mut_ptr(), accumulate, (m, k, n), a, b) }
+}
+
+/// `dst = a · b` (or `+=`) into the row-major `m x n` matrix at `dst`, on this thread.
+///
+/// # Safety
+/// `dst` must be valid for `m * n` writes (and reads, with `accumulate`), alias neither
+/// input, and `a` and `b` must hold `m x k` and `k x n` matrices.
+unsafe fn gemm_into(
+    dst: *mut f32,
+    accumulate: bool,
+    (m, k, n): (usize, usize, usize),
+    a: Mat,
+    b: Mat,
+) {
     unsafe {
         ::gemm::gemm(
             m,
             n,
             k,
-            dst.as_mut_ptr(),
+            dst,
             1,
             n as isize,
             accumulate,
@@ -77,8 +92,26 @@ pub(super) fn product(
 }
 
 /// `a · b` for `a` of `m x k` and `b` of `k x n`, as a new row-major `m x n` matrix.
+///
+/// The output is not zeroed first: a product that does not accumulate writes every element
+/// of its destination without reading it (`gemm` sets alpha to 0 and fills the output with
+/// zeros when `k` is 0), and zeroing was a memset per product in every backward pass.
 pub(super) fn product_new((m, k, n): (usize, usize, usize), a: Mat, b: Mat) -> Vec<f32> {
-    let mut dst = vec![0f32; m * n];
-    product(&mut dst, false, (m, k, n), a, b);
+    let len = m * n;
+    let mut dst = Vec::<f32>::with_capacity(len);
+    assert!(
+        a.holds(m, k) && b.holds(k, n),
+        "matrix product out of bounds"
+    );
+    if len > 0 {
+        // SAFETY: `dst` has room for the `m x n` output and aliases neither input, which the
+        // assert keeps in bounds. With `read_dst` false gemm never reads `dst` (alpha is set
+        // to 0) and writes each of its `m * n` elements, so all are initialised before
+        // `set_len`.
+        unsafe {
+            gemm_into(dst.as_mut_ptr(), false, (m, k, n), a, b);
+            dst.set_len(len);
+        }
+    }
     dst
 }
