@@ -292,19 +292,22 @@ impl Policy {
             .max(1);
         let b = seqs.len();
         let pad = self.tokenizer.pad_id();
+        // The network returns positions `first..t` of each row, the earliest any row scores.
+        let first = score_from.iter().min().map_or(0, |f| f - 1);
+        let kept = t - first;
         let mut ids = vec![pad; b * t];
-        // Each scored position's row in the flattened `(b * t)` hidden states and the token
-        // it predicts; padding points at its row's first position, masked out.
+        // Each scored position's row in the flattened `(b * kept)` hidden states and the token
+        // it predicts; padding points at its row's first kept position, masked out.
         let mut at = vec![0u32; b * l];
         let mut targets = vec![pad; b * l];
         let mut mask = vec![0f32; b * l];
         for (i, s) in seqs.iter().enumerate() {
             ids[i * t..i * t + s.len()].copy_from_slice(s);
-            at[i * l..(i + 1) * l].fill((i * t) as u32);
+            at[i * l..(i + 1) * l].fill((i * kept) as u32);
             for j in 0..l {
                 let p = score_from[i] - 1 + j;
                 if p + 1 < s.len() {
-                    at[i * l + j] = (i * t + p) as u32;
+                    at[i * l + j] = (i * kept + p - first) as u32;
                     targets[i * l + j] = s[p + 1];
                     mask[i * l + j] = 1.0;
                 }
@@ -313,12 +316,12 @@ impl Policy {
         let dev = &self.device;
         let net = self.network(train)?;
         let ids = Tensor::from_vec(ids, (b, t), dev)?;
-        let (hidden, _) = net.forward(&ids, Attend::Causal)?;
+        let (hidden, _) = net.forward_tail(&ids, Attend::Causal, None, first)?;
         // Only the scored positions go through the output head: a prompt's positions need
         // no logits (the head and its softmax over the vocabulary, forward and backward).
         let h = self.config.hidden_size;
         let scored = hidden
-            .reshape((b * t, h))?
+            .reshape((b * kept, h))?
             .index_select(&Tensor::from_vec(at, b * l, dev)?, 0)?
             .reshape((b, l, h))?;
         let logits = net.logits(&scored)?;
@@ -357,10 +360,10 @@ impl Policy {
         let net = self.network(train)?;
         let p = prompt.len();
         let prompt_ids = Tensor::from_slice(prompt, (1, p), dev)?;
-        let (h_prompt, prompt_kv) = net.forward(&prompt_ids, Attend::Causal)?;
-        let h_last = h_prompt
-            .narrow(1, p - 1, 1)?
-            .broadcast_as((g, 1, self.config.hidden_size))?;
+        // Only the prompt's last position is scored (it predicts the first completion token);
+        // the completions read the rest of the prompt through its keys and values.
+        let (h_last, prompt_kv) = net.forward_tail(&prompt_ids, Attend::Causal, None, p - 1)?;
+        let h_last = h_last.broadcast_as((g, 1, self.config.hidden_size))?;
         let mut targets = vec![pad; g * l];
         let mut mask = vec![0f32; g * l];
         for (i, c) in completions.iter().enumerate() {

@@ -85,10 +85,11 @@ struct Proj {
 }
 
 impl Proj {
-    /// Queries, keys and values `(batch, seq, heads * head_dim)`.
-    fn qkv(&self, x: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
+    /// Queries `(batch, seq - first, heads * head_dim)` of positions `first..`, and keys and
+    /// values `(batch, seq, kv_heads * head_dim)` of every position.
+    fn qkv(&self, x: &Tensor, first: usize) -> Result<(Tensor, Tensor, Tensor)> {
         Ok((
-            linear(x, &self.q_w, Some(&self.q_b), self.path)?,
+            linear(&tail(x, 1, first)?, &self.q_w, Some(&self.q_b), self.path)?,
             linear(x, &self.k_w, Some(&self.k_b), self.path)?,
             linear(x, &self.v_w, Some(&self.v_b), self.path)?,
         ))
@@ -239,10 +240,28 @@ impl Qwen2 {
     pub fn forward_rows(
         &self,
         ids: &Tensor,
-        mut attend: Attend,
+        attend: Attend,
         rows: Option<&Rows>,
     ) -> Result<(Tensor, Vec<LayerKv>)> {
+        self.forward_tail(ids, attend, rows, 0)
+    }
+
+    /// `forward_rows`, returning hidden states `(batch, seq - first, hidden)` of positions
+    /// `first..` only. No later layer reads a last-layer output, so the last layer computes
+    /// keys and values at every position but its queries, output projection and MLP only at
+    /// those positions: in a training forward whose loss reads the completions alone, the
+    /// prompt's share of the last layer is mostly skipped (same values, less arithmetic).
+    pub fn forward_tail(
+        &self,
+        ids: &Tensor,
+        mut attend: Attend,
+        rows: Option<&Rows>,
+        first: usize,
+    ) -> Result<(Tensor, Vec<LayerKv>)> {
         let (b, s) = ids.dims2()?;
+        if first >= s {
+            candle_core::bail!("forward_tail: position {first} is past the {s} inputs");
+        }
         let past = match &attend {
             Attend::Causal => 0,
             Attend::Prefix(p) => p.first().map(|kv| kv.k.dim(2)).transpose()?.unwrap_or(0),
@@ -271,11 +290,10 @@ impl Qwen2 {
                 )
             }
         };
-        let mask = match rows {
-            None if self.embed.device().is_cpu() && self.embed.dtype() == DType::F32 => {
-                Mask::Causal
-            }
-            _ => Mask::Additive(self.attention_mask(s, past, rows)?),
+        let mask = self.mask(s, past, rows)?;
+        let last_mask = match first {
+            0 => None,
+            _ => Some(self.mask(s - first, past + first, rows)?),
         };
         let mut x = self
             .embed
@@ -283,9 +301,14 @@ impl Qwen2 {
             .reshape((b, s, ()))?;
         let mut new_kv = Vec::with_capacity(self.layers.len());
         for (l, layer) in self.layers.iter().enumerate() {
+            let (first, mask) = match &last_mask {
+                Some(m) if l + 1 == self.layers.len() => (first, m),
+                _ => (0, &mask),
+            };
             let h = ops::rms_norm(&x, &layer.input_norm, self.cfg.rms_norm_eps, self.path)?;
-            let (attn, kv) = self.attention(l, layer, &h, &cos, &sin, &mask, &mut attend)?;
-            x = (x + attn)?;
+            let rope = (&cos, &sin);
+            let (attn, kv) = self.attention(l, layer, &h, rope, mask, &mut attend, first)?;
+            x = (tail(&x, 1, first)? + attn)?;
             let h = ops::rms_norm(&x, &layer.post_norm, self.cfg.rms_norm_eps, self.path)?;
             x = (x + layer.proj.mlp(&h)?)?;
             new_kv.push(kv);
@@ -295,6 +318,16 @@ impl Qwen2 {
         }
         let x = ops::rms_norm(&x, &self.norm, self.cfg.rms_norm_eps, self.path)?;
         Ok((x, new_kv))
+    }
+
+    /// How `s` new tokens after `past` others are kept from the keys they may not see.
+    fn mask(&self, s: usize, past: usize, rows: Option<&Rows>) -> Result<Mask> {
+        Ok(match rows {
+            None if self.embed.device().is_cpu() && self.embed.dtype() == DType::F32 => {
+                Mask::Causal
+            }
+            _ => Mask::Additive(self.attention_mask(s, past, rows)?),
+        })
     }
 
     /// The additive mask over `(query heads of a group x seq, keys)`: causal when several
@@ -327,16 +360,18 @@ impl Qwen2 {
         linear(hidden, &self.lm_head, None, self.path)
     }
 
+    /// Layer `l`'s attention output at positions `first..` of `x` (its input, normed), with
+    /// the keys and values of every position.
     #[allow(clippy::too_many_arguments)]
     fn attention(
         &self,
         l: usize,
         layer: &Layer,
         x: &Tensor,
-        cos: &Tensor,
-        sin: &Tensor,
+        (cos, sin): (&Tensor, &Tensor),
         mask: &Mask,
         attend: &mut Attend,
+        first: usize,
     ) -> Result<(Tensor, LayerKv)> {
         let b = x.dim(0)?;
         let (nh, nkv, d) = (
@@ -344,8 +379,12 @@ impl Qwen2 {
             self.cfg.num_key_value_heads,
             self.cfg.head_dim(),
         );
-        let (q, k, v) = layer.proj.qkv(x)?;
-        let q = ops::split_heads(&q, nh, Some((cos, sin)), self.path)?;
+        let (q, k, v) = layer.proj.qkv(x, first)?;
+        // Positions run along the tables' second-to-last axis: `(seq, half)` or, with
+        // per-row positions, `(batch, seq, half)`.
+        let at = cos.rank() - 2;
+        let q_rope = (&tail(cos, at, first)?, &tail(sin, at, first)?);
+        let q = ops::split_heads(&q, nh, Some(q_rope), self.path)?;
         let k = ops::split_heads(&k, nkv, Some((cos, sin)), self.path)?;
         let v = ops::split_heads(&v, nkv, None, self.path)?;
         let (k_all, v_all) = match attend {
@@ -364,6 +403,14 @@ impl Qwen2 {
         };
         let out = ops::merge_heads(&out, self.path)?;
         Ok((layer.proj.out(&out)?, LayerKv { k, v }))
+    }
+}
+
+/// `t` from `first` on along `dim` (`t` itself when `first` is 0).
+fn tail(t: &Tensor, dim: usize, first: usize) -> Result<Tensor> {
+    match first {
+        0 => Ok(t.clone()),
+        _ => t.narrow(dim, first, t.dim(dim)? - first),
     }
 }
 
@@ -472,6 +519,78 @@ mod tests {
         let mut all = vec![out];
         all.extend([q, k, v].map(|x| grads.get(x).unwrap().clone()));
         all
+    }
+
+    /// Hidden states of `net` on `ids` from position `first` (the full forward narrowed when
+    /// `narrow`, else the tail forward), the last layer's keys, and every parameter's
+    /// gradient of `sum(hidden * probe)`.
+    fn tail_run(
+        policy: &crate::model::Policy,
+        ids: &Tensor,
+        rows: Option<&Rows>,
+        (first, narrow): (usize, bool),
+        probe: &Tensor,
+    ) -> Vec<Tensor> {
+        let net = policy.network(true).unwrap();
+        let (h, kv) = if narrow {
+            let (h, kv) = net.forward_rows(ids, Attend::Causal, rows).unwrap();
+            (tail(&h, 1, first).unwrap(), kv)
+        } else {
+            net.forward_tail(ids, Attend::Causal, rows, first).unwrap()
+        };
+        let grads = (&h * probe).unwrap().sum_all().unwrap().backward().unwrap();
+        let mut all = vec![h, kv[kv.len() - 1].k.clone()];
+        for (_, var) in policy.params.iter() {
+            all.push(grads.get(var.as_tensor()).unwrap().clone());
+        }
+        all
+    }
+
+    /// The tail forward against the full forward narrowed, in value, in the last layer's keys
+    /// and in every parameter's gradient: on the causal kernel (f32) and the additive mask
+    /// (f64), with and without per-row positions and a key mask.
+    #[test]
+    fn the_tail_forward_is_the_full_forwards_tail() {
+        let dev = Device::Cpu;
+        let (b, s) = (2, 11);
+        let ids: Vec<u32> = (0..b * s).map(|i| (i * 37 % 290) as u32 + 5).collect();
+        for dtype in [DType::F32, DType::F64] {
+            let policy = crate::model::testing::micro_policy(true, 7, dtype).unwrap();
+            let ids = Tensor::from_vec(ids.clone(), (b, s), &dev).unwrap();
+            let positions: Vec<u32> = (0..b * s).map(|i| (i % s + 3 * (i / s)) as u32).collect();
+            let mut key_mask = vec![0f32; b * s];
+            key_mask[s + 3] = f32::NEG_INFINITY;
+            let rows = Rows {
+                positions: Tensor::from_vec(positions, (b, s), &dev).unwrap(),
+                key_mask: Some(
+                    Tensor::from_vec(key_mask, (b, 1, 1, s), &dev)
+                        .unwrap()
+                        .to_dtype(dtype)
+                        .unwrap(),
+                ),
+            };
+            for rows in [None, Some(&rows)] {
+                for first in [0, 1, 6, 10] {
+                    let probe = Tensor::randn(0f32, 1., (b, s - first, 32), &dev)
+                        .unwrap()
+                        .to_dtype(dtype)
+                        .unwrap();
+                    let tail = tail_run(&policy, &ids, rows, (first, false), &probe);
+                    let full = tail_run(&policy, &ids, rows, (first, true), &probe);
+                    assert_eq!(tail.len(), full.len());
+                    for (i, (a, r)) in tail.iter().zip(&full).enumerate() {
+                        assert_eq!(a.dims(), r.dims());
+                        let (a, r) = (
+                            a.to_dtype(DType::F32).unwrap(),
+                            r.to_dtype(DType::F32).unwrap(),
+                        );
+                        let diff = max_diff(&a, &r);
+                        let what = (dtype, rows.is_some(), first, i);
+                        assert!(diff < 1e-4, "{what:?}: {diff}");
+                    }
+                }
+            }
+        }
     }
 
     /// Against the composition, in value and in the three gradients: grouped query heads, a
