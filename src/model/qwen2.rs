@@ -313,6 +313,9 @@ impl Qwen2 {
             x = (x + layer.proj.mlp(&h)?)?;
             new_kv.push(kv);
         }
+        if self.layers.is_empty() {
+            x = tail(&x, 1, first)?;
+        }
         if let Attend::Cache(c) = attend {
             c.advance(s);
         }
