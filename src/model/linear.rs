@@ -12,10 +12,14 @@
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 
 use super::fused::{data, storage_data, with_last};
+use super::grad_sink;
 use super::product::{product_new, Mat};
 
 /// `y = x · wᵀ` for `x` of shape `(..., in)` and `w` of shape `(out, in)`, both contiguous.
-pub struct Linear;
+/// With `sink`, the weight's gradient goes to an open [`grad_sink`].
+pub struct Linear {
+    pub sink: bool,
+}
 
 impl Linear {
     /// `(rows, in, out)`, checked.
@@ -52,7 +56,11 @@ impl CustomOp2 for Linear {
         g: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let (dx, dw, _) = backward(x, w, g, false)?;
-        Ok((Some(dx), Some(dw)))
+        let dw = match self.sink {
+            true => grad_sink::offer(w, dw)?,
+            false => Some(dw),
+        };
+        Ok((Some(dx), dw))
     }
 }
 
@@ -91,7 +99,7 @@ impl CustomOp3 for LinearBias {
         let db = db
             .map(|db| Tensor::from_vec(db, b.shape(), b.device()))
             .transpose()?;
-        Ok((Some(dx), Some(dw), db))
+        Ok((Some(dx), grad_sink::offer(w, dw)?, db))
     }
 }
 

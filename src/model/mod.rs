@@ -14,6 +14,7 @@ mod export;
 pub(crate) mod few_rows;
 mod fused;
 mod generate;
+pub(crate) mod grad_sink;
 mod heads;
 mod init;
 mod kv_cache;

@@ -13,6 +13,7 @@
 
 use candle_core::{DType, Result, Tensor, D};
 
+use super::linear::Linear;
 use super::{few_rows, fused};
 
 /// Which implementation of the non-differentiable-by-default ops to use.
@@ -28,6 +29,22 @@ pub enum OpPath {
 /// fused path) with few rows takes the few-rows kernel (`few_rows.rs`) and training the linear
 /// op with its own backward (`linear.rs`); everything else candle's matmul.
 pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>, path: OpPath) -> Result<Tensor> {
+    linear_op(x, w, b, path, Linear { sink: true })
+}
+
+/// [`linear`] for the output head, whose weight's gradient always goes to candle's store:
+/// with tied embeddings the embedding lookup adds its own there, in candle's order.
+pub fn head(x: &Tensor, w: &Tensor, path: OpPath) -> Result<Tensor> {
+    linear_op(x, w, None, path, Linear { sink: false })
+}
+
+fn linear_op(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    path: OpPath,
+    op: Linear,
+) -> Result<Tensor> {
     let rows = x.elem_count() / x.dim(D::Minus1)?.max(1);
     let y = if path == OpPath::Fused && rows <= few_rows::MAX_ROWS && cpu_f32(x) && cpu_f32(w) {
         x.contiguous()?
@@ -36,8 +53,8 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>, path: OpPath) -> Resul
         let (x, w) = (x.contiguous()?, w.contiguous()?);
         return match b {
             Some(b) if cpu_f32(b) => x.apply_op3(&w, &b.contiguous()?, super::linear::LinearBias),
-            Some(b) => x.apply_op2(&w, super::linear::Linear)?.broadcast_add(b),
-            None => x.apply_op2(&w, super::linear::Linear),
+            Some(b) => x.apply_op2(&w, op)?.broadcast_add(b),
+            None => x.apply_op2(&w, op),
         };
     } else {
         x.broadcast_matmul(&w.t()?)?

@@ -360,7 +360,7 @@ impl Qwen2 {
 
     /// Vocabulary logits for hidden states `(batch, seq, hidden)`.
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
-        linear(hidden, &self.lm_head, None, self.path)
+        ops::head(hidden, &self.lm_head, self.path)
     }
 
     /// Layer `l`'s attention output at positions `first..` of `x` (its input, normed), with

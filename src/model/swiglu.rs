@@ -14,6 +14,7 @@ use std::sync::Mutex;
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 
 use super::fused::{data, storage_data, with_last};
+use super::grad_sink;
 use super::product::{product, product_new, Mat};
 
 /// `silu(x · gateᵀ) * (x · upᵀ)` for `x` of shape `(..., hidden)` and the two weights of shape
@@ -125,8 +126,8 @@ impl CustomOp3 for SwiGlu {
         let dup = product_new((n, m, k), Mat::transposed(&du, n), Mat::rows(xd, k));
         Ok((
             Some(Tensor::from_vec(dx, x.shape(), x.device())?),
-            Some(Tensor::from_vec(dgate, gate.shape(), gate.device())?),
-            Some(Tensor::from_vec(dup, up.shape(), up.device())?),
+            grad_sink::offer(gate, Tensor::from_vec(dgate, gate.shape(), gate.device())?)?,
+            grad_sink::offer(up, Tensor::from_vec(dup, up.shape(), up.device())?)?,
         ))
     }
 }

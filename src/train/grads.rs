@@ -12,6 +12,7 @@ use std::time::Instant;
 use candle_core::{DType, Result, Tensor};
 
 use super::metrics::Phases;
+use crate::model::grad_sink;
 use crate::model::Params;
 use crate::parallel::fold_in_order;
 
@@ -41,12 +42,19 @@ where
             let t0 = Instant::now();
             let (loss, side) = loss_of(i)?;
             let t1 = Instant::now();
-            let store = loss.backward()?;
+            // The linear layers' weight gradients skip candle's store (`grad_sink`).
+            let (store, mut sunk) = grad_sink::collect(|| loss.backward());
+            let store = store?;
             let mut grads = Grads::new();
             for (name, var) in params.iter() {
-                if let Some(g) = store.get(var.as_tensor()) {
-                    grads.insert(name.clone(), g.clone());
-                }
+                let t = var.as_tensor();
+                let g = match (store.get(t), sunk.remove(&t.id())) {
+                    (Some(a), Some(b)) => (a + b)?,
+                    (Some(a), None) => a.clone(),
+                    (None, Some(b)) => b,
+                    (None, None) => continue,
+                };
+                grads.insert(name.clone(), g);
             }
             let forward = (t1 - t0).as_secs_f64();
             Ok((grads, side, (forward, t1.elapsed().as_secs_f64())))
@@ -121,6 +129,33 @@ mod tests {
         assert_eq!(g, vec![5.0, 10.0]);
         assert_eq!(sides, vec![0, 1, 2]);
         assert!((global_norm(&grads).unwrap() - 125f64.sqrt()).abs() < 1e-5);
+    }
+
+    /// The linear layers' weight gradients come through the sink, the rest through candle's
+    /// store: together the store's own gradients, tied embeddings or not.
+    #[test]
+    fn a_pieces_gradients_are_a_plain_backwards() {
+        use crate::model::testing::micro_policy;
+        for tied in [true, false] {
+            let policy = micro_policy(tied, 7, DType::F32).unwrap();
+            // Tokens repeat, so an embedding row sums several gradients besides the head's.
+            let seqs = vec![vec![3u32, 5, 3, 5, 3, 2, 5], vec![4, 5, 4, 5, 4, 5, 14]];
+            let loss = || {
+                let lp = policy.sequence_logprobs(&seqs, &[2, 3], true).unwrap();
+                (lp.logp * lp.mask)?.sum_all()
+            };
+            let plain = loss().unwrap().backward().unwrap();
+            let (grads, _, _) = backward_pieces(&policy.params, 1, |_| Ok((loss()?, ()))).unwrap();
+            assert_eq!(grads.len(), policy.params.len(), "tied: {tied}");
+            for (name, var) in policy.params.iter() {
+                let want = plain.get(var.as_tensor()).unwrap();
+                let got = &grads[name];
+                // Equal as floats: `0 + -0` is `+0`, the only bits that may differ.
+                let values =
+                    |t: &Tensor| -> Vec<f32> { t.flatten_all().unwrap().to_vec1().unwrap() };
+                assert_eq!(values(got), values(want), "{name}, tied: {tied}");
+            }
+        }
     }
 
     #[test]
