@@ -5,7 +5,7 @@
 //! allocations and passes per piece of a batch, on top of the product that made it. While
 //! [`collect`] runs a backward pass on a thread, the ops that make weight gradients (the
 //! linear layers and SwiGLU) [`offer`] them here instead, keyed by the weight's id, and give
-//! candle none. `0 + g` is `g`, so the gradients are the store's to the bit.
+//! candle none. `0 + g` is `g` (a zero's sign aside), so the gradients are the store's values.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
