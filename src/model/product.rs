@@ -45,20 +45,17 @@ pub(super) fn product(
     a: Mat,
     b: Mat,
 ) {
-    assert!(
-        dst.len() >= m * n && a.holds(m, k) && b.holds(k, n),
-        "matrix product out of bounds"
-    );
-    // SAFETY: the assert above keeps every element the kernel reads or writes inside the
-    // three slices; `dst` is borrowed mutably, so it aliases neither input.
+    assert!(dst.len() >= m * n, "matrix product out of bounds");
+    // SAFETY: the assert above keeps every element the kernel writes (or reads) inside `dst`,
+    // which is borrowed mutably, so it aliases neither input.
     unsafe { gemm_into(dst.as_mut_ptr(), accumulate, (m, k, n), a, b) }
 }
 
 /// `dst = a · b` (or `+=`) into the row-major `m x n` matrix at `dst`, on this thread.
 ///
 /// # Safety
-/// `dst` must be valid for `m * n` writes (and reads, with `accumulate`), alias neither
-/// input, and `a` and `b` must hold `m x k` and `k x n` matrices.
+/// `dst` must be valid for `m * n` writes (and reads, with `accumulate`) and alias neither
+/// input. The inputs' bounds are checked here.
 unsafe fn gemm_into(
     dst: *mut f32,
     accumulate: bool,
@@ -66,6 +63,12 @@ unsafe fn gemm_into(
     a: Mat,
     b: Mat,
 ) {
+    assert!(
+        a.holds(m, k) && b.holds(k, n),
+        "matrix product out of bounds"
+    );
+    // SAFETY: the caller vouches for `dst`; the assert keeps the kernel's reads of `a` and
+    // `b` inside their slices.
     unsafe {
         ::gemm::gemm(
             m,
@@ -99,15 +102,10 @@ unsafe fn gemm_into(
 pub(super) fn product_new((m, k, n): (usize, usize, usize), a: Mat, b: Mat) -> Vec<f32> {
     let len = m * n;
     let mut dst = Vec::<f32>::with_capacity(len);
-    assert!(
-        a.holds(m, k) && b.holds(k, n),
-        "matrix product out of bounds"
-    );
     if len > 0 {
-        // SAFETY: `dst` has room for the `m x n` output and aliases neither input, which the
-        // assert keeps in bounds. With `read_dst` false gemm never reads `dst` (alpha is set
-        // to 0) and writes each of its `m * n` elements, so all are initialised before
-        // `set_len`.
+        // SAFETY: `dst` has room for the `m x n` output and aliases neither input. With
+        // `read_dst` false gemm never reads `dst` (alpha is set to 0) and writes each of its
+        // `m * n` elements, so all are initialised before `set_len`.
         unsafe {
             gemm_into(dst.as_mut_ptr(), false, (m, k, n), a, b);
             dst.set_len(len);
