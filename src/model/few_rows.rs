@@ -6,6 +6,11 @@
 //! in `perf` the packing was half of a decoding step. This kernel reads each weight row once,
 //! in place, and takes its dot products with every input row while it sits in L1. Sampling
 //! only (no backward); the training forward keeps candle's matmul.
+//!
+//! A decoding step of a model larger than the cache streams every weight from memory once,
+//! so the kernels also fetch far ahead ([`FAR`]): without that, memory's latency and the
+//! arithmetic took turns instead of overlapping. Where the CPU has AVX-512VL the rows go
+//! through `wide`, which reads each weight once in order against up to eight input rows.
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape};
 
@@ -47,12 +52,20 @@ impl CustomOp2 for FewRows {
     }
 }
 
-/// `y[i][j] = x_i · w_j` for rows of `k` (the AVX2 kernel where the CPU has it).
+/// `y[i][j] = x_i · w_j` for rows of `k`: the streaming kernel for [`wide::MIN_ROWS`] rows
+/// or more where the CPU has 32 vector registers (AVX-512VL), else the AVX2 kernel where it
+/// has AVX2. Both sum each output's products in the same order, so which one runs (the
+/// number of rows, the CPU) never changes a bit.
 pub fn matmul_t(x: &[f32], w: &[f32], k: usize, y: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-        // SAFETY: the CPU has AVX2 and FMA (checked above).
-        unsafe { avx2::matmul_t(x, w, k, y) };
+        if x.len() / k.max(1) >= wide::MIN_ROWS && wide::available() {
+            // SAFETY: the CPU has AVX2, FMA, AVX-512F and AVX-512VL (checked here).
+            unsafe { wide::matmul_t(x, w, k, y) };
+        } else {
+            // SAFETY: the CPU has AVX2 and FMA (checked above).
+            unsafe { avx2::matmul_t(x, w, k, y) };
+        }
         return;
     }
     matmul_t_portable(x, w, k, y);
@@ -112,7 +125,10 @@ mod avx2 {
             // The next four weight rows, contiguous after these, fetched while these are
             // multiplied (a hardware prefetcher stops at each page of these short rows).
             // The first block of input rows takes it.
-            let mut ahead = (j0 + 4 < n).then(|| w[(j0 + 4) * k..].as_ptr());
+            let mut ahead = (j0 + 4 < n).then(|| Ahead {
+                next: w[(j0 + 4) * k..].as_ptr(),
+                end: w.as_ptr_range().end,
+            });
             let mut i = 0;
             while i + 2 <= m {
                 let xs = [x[i * k..].as_ptr(), x[(i + 1) * k..].as_ptr()];
@@ -128,6 +144,14 @@ mod avx2 {
         }
     }
 
+    /// The weights after the current block: where the next block starts (fetched into L1)
+    /// and where the weights end (no fetch past them).
+    #[derive(Clone, Copy)]
+    struct Ahead {
+        next: *const f32,
+        end: *const f32,
+    }
+
     /// The lane sums of `R` input rows against four weight rows over the first `k - k % 8`
     /// inputs.
     #[target_feature(enable = "avx2,fma")]
@@ -136,16 +160,22 @@ mod avx2 {
         xs: [*const f32; R],
         wp: [*const f32; 4],
         k: usize,
-        fetch: Option<*const f32>,
+        fetch: Option<Ahead>,
     ) -> [[__m256; 4]; R] {
         let k8 = k - k % 8;
         let mut acc = [[_mm256_setzero_ps(); 4]; R];
         let mut c = 0;
         while c < k8 {
-            if let Some(p) = fetch {
-                // Two cache lines an iteration cover the next 4 rows of `k` over this loop.
-                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(4 * c) as *const i8);
-                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(4 * c + 16) as *const i8);
+            if let Some(Ahead { next, end }) = fetch {
+                // Two cache lines an iteration cover the next 4 rows of `k` over this loop,
+                // and two more as far ahead again into L2.
+                _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(4 * c) as *const i8);
+                _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(4 * c + 16) as *const i8);
+                let far = next.wrapping_add(4 * c + super::FAR);
+                if far < end {
+                    _mm_prefetch::<_MM_HINT_T1>(far as *const i8);
+                    _mm_prefetch::<_MM_HINT_T1>(far.wrapping_add(16) as *const i8);
+                }
             }
             let wv: [__m256; 4] = std::array::from_fn(|r| _mm256_loadu_ps(wp[r].add(c)));
             for (a, xp) in acc.iter_mut().zip(xs) {
@@ -204,12 +234,133 @@ mod avx2 {
         }
     }
 
+    /// The sum of `v`'s lanes, in the order both kernels use.
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn hsum(v: __m256) -> f32 {
+    pub(super) unsafe fn hsum(v: __m256) -> f32 {
         let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
         let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
         let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
         _mm_cvtss_f32(s)
+    }
+}
+
+/// How far ahead of the weight row being multiplied the kernels fetch into L2, in floats
+/// (16 KB). A decoding step streams weights far larger than the cache once each; fetches
+/// into L1 alone keep too few loads in flight to hide memory's latency, so the loop would
+/// wait on each block in turn instead of multiplying while the next arrives.
+const FAR: usize = 4096;
+
+#[cfg(target_arch = "x86_64")]
+mod wide {
+    //! The streaming kernel: two weight rows at a time against up to eight input rows, in
+    //! one pass over the weights. Sixteen 8-wide accumulators need AVX-512VL's 32 registers
+    //! (the arithmetic stays 8 lanes wide, as in the AVX2 kernel, so every output sums the
+    //! same products in the same order). Reading each weight once, in order, lets the
+    //! fetches ahead keep memory busy for the whole product.
+
+    use std::arch::x86_64::*;
+
+    use super::avx2::hsum;
+
+    /// Fewer input rows than this go to the AVX2 kernel, whose blocks keep more
+    /// accumulators busy with few rows.
+    pub const MIN_ROWS: usize = 4;
+
+    /// How far ahead of the current weight column the loop fetches into L1, in floats.
+    const NEAR: usize = 256;
+
+    /// Whether the CPU has what [`matmul_t`] needs beyond AVX2 and FMA.
+    pub fn available() -> bool {
+        std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512vl")
+    }
+
+    /// `y = x · wᵀ` (see [`super::matmul_t`]).
+    #[target_feature(enable = "avx2,fma,avx512f,avx512vl")]
+    pub unsafe fn matmul_t(x: &[f32], w: &[f32], k: usize, y: &mut [f32]) {
+        let n = w.len() / k.max(1);
+        let m = x.len() / k.max(1);
+        let end = w.as_ptr_range().end;
+        let mut j = 0;
+        while j < n {
+            let pair = (n - j).min(2);
+            let wp = [w[j * k..].as_ptr(), w[(j + pair - 1) * k..].as_ptr()];
+            let mut i = 0;
+            while i < m {
+                let at = Block {
+                    i,
+                    j,
+                    pair,
+                    fetch: (i == 0).then_some(end),
+                };
+                match m - i {
+                    1 => rows::<1>(x, wp, (k, n), at, y),
+                    2 => rows::<2>(x, wp, (k, n), at, y),
+                    3 => rows::<3>(x, wp, (k, n), at, y),
+                    4 => rows::<4>(x, wp, (k, n), at, y),
+                    5 => rows::<5>(x, wp, (k, n), at, y),
+                    6 => rows::<6>(x, wp, (k, n), at, y),
+                    7 => rows::<7>(x, wp, (k, n), at, y),
+                    _ => rows::<8>(x, wp, (k, n), at, y),
+                }
+                i += (m - i).min(8);
+            }
+            j += pair;
+        }
+    }
+
+    /// Where one call of [`rows`] works: input rows from `i`, weight rows `j..j + pair`,
+    /// and whether it fetches ahead (the first input rows do), up to the weights' end.
+    #[derive(Clone, Copy)]
+    struct Block {
+        i: usize,
+        j: usize,
+        pair: usize,
+        fetch: Option<*const f32>,
+    }
+
+    /// Input rows `i..i + R` against the weight rows at `wp` (the same row twice when
+    /// `pair` is 1), written to `y`.
+    #[target_feature(enable = "avx2,fma,avx512f,avx512vl")]
+    #[inline]
+    unsafe fn rows<const R: usize>(
+        x: &[f32],
+        wp: [*const f32; 2],
+        (k, n): (usize, usize),
+        at: Block,
+        y: &mut [f32],
+    ) {
+        let k8 = k - k % 8;
+        let xs: [*const f32; R] = std::array::from_fn(|d| x[(at.i + d) * k..].as_ptr());
+        let mut acc = [[_mm256_setzero_ps(); 2]; R];
+        let mut c = 0;
+        while c < k8 {
+            if let Some(end) = at.fetch.filter(|_| c % 16 == 0) {
+                // One cache line of each row every other iteration, near and far.
+                for p in wp {
+                    _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(c + NEAR) as *const i8);
+                    let far = p.wrapping_add(c + super::FAR);
+                    if far < end {
+                        _mm_prefetch::<_MM_HINT_T1>(far as *const i8);
+                    }
+                }
+            }
+            let wv = [_mm256_loadu_ps(wp[0].add(c)), _mm256_loadu_ps(wp[1].add(c))];
+            for (a, xp) in acc.iter_mut().zip(xs) {
+                let xv = _mm256_loadu_ps(xp.add(c));
+                a[0] = _mm256_fmadd_ps(xv, wv[0], a[0]);
+                a[1] = _mm256_fmadd_ps(xv, wv[1], a[1]);
+            }
+            c += 8;
+        }
+        for (d, a) in acc.iter().enumerate() {
+            let xi = &x[(at.i + d) * k..(at.i + d + 1) * k];
+            for (r, v) in a.iter().enumerate().take(at.pair) {
+                let tail = std::slice::from_raw_parts(wp[r].add(k8), k - k8);
+                let s: f32 = xi[k8..].iter().zip(tail).map(|(a, b)| a * b).sum();
+                y[(at.i + d) * n + at.j + r] = hsum(*v) + s;
+            }
+        }
     }
 }
 
@@ -242,6 +393,39 @@ mod tests {
                 .iter()
                 .zip(&fast)
                 .all(|(a, b)| (a - b).abs() < 1e-3));
+        }
+    }
+
+    /// The streaming kernel gives the AVX2 kernel's bits, for every count of rows it takes
+    /// (groups of eight and a remainder), odd and even weight rows, with and without a tail
+    /// of inputs past the last 8. Runs where the CPU has AVX-512VL (this project's CI does).
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn the_streaming_kernel_gives_the_avx2_kernels_bits() {
+        if !(wide::available() && std::arch::is_x86_feature_detected!("fma")) {
+            eprintln!("skipped: no AVX-512VL on this CPU");
+            return;
+        }
+        for (m, k, n) in [
+            (4, 64, 5),
+            (8, 512, 9),
+            (7, 43, 6),
+            (13, 120, 3),
+            (16, 1411, 2),
+        ] {
+            let x: Vec<f32> = (0..m * k)
+                .map(|i| ((i * 37) % 101) as f32 * 0.013 - 0.6)
+                .collect();
+            let w: Vec<f32> = (0..n * k)
+                .map(|i| ((i * 53) % 97) as f32 * 0.021 - 1.0)
+                .collect();
+            let (mut streamed, mut blocked) = (vec![0f32; m * n], vec![1f32; m * n]);
+            // SAFETY: the CPU has AVX2, FMA, AVX-512F and AVX-512VL (checked above).
+            unsafe {
+                wide::matmul_t(&x, &w, k, &mut streamed);
+                avx2::matmul_t(&x, &w, k, &mut blocked);
+            }
+            assert_eq!(streamed, blocked, "({m}, {k}, {n})");
         }
     }
 
