@@ -5,8 +5,9 @@
 //! across some 35 ops per layer, and run as candle ops each of them allocates its output and
 //! dispatches on its own: in `perf` that overhead, not the arithmetic, was most of a step. So
 //! the whole step runs as plain loops over buffers the decoder owns: RMSNorm, the projections
-//! with `few_rows`' kernel, RoPE at each row's position, attention over the cache with each
-//! row's left padding skipped, SwiGLU, and the logits. A team of threads shares each step
+//! with `few_rows`' kernel, RoPE at each row's position, attention over each prompt's keys
+//! and values (kept once for its rows, as the prefill left them) and then each row's own,
+//! SwiGLU, and the logits. A team of threads shares each step
 //! ([`Member`], `team.rs`): each reads only its share of every weight, for all rows.
 //! Elsewhere (CUDA, half precision) sampling runs the network's own forward (`generate.rs`).
 //! Tests hold the two against each other, teams of every size against one another, and both
@@ -16,7 +17,7 @@ use std::ops::Range;
 
 use candle_core::{DType, Device};
 
-use super::few_rows::{matmul_t, weighted_sum};
+use super::few_rows::{matmul_t, weighted_sum_into, weighted_sums_into};
 use super::fused::{softmax_in_place, RmsNorm};
 use super::qwen2::Qwen2;
 use super::team::{share, Board, Part, Poisoned, Team};
@@ -109,58 +110,50 @@ pub struct Member<'w> {
     w: &'w LoopWeights,
     t: usize,
     shares: Shares,
-    /// Each layer's keys and values of every row for this member's heads,
-    /// `(rows, heads, capacity, head_dim)`.
-    kv: Vec<(Vec<f32>, Vec<f32>)>,
-    left: Vec<usize>,
-    len: usize,
-    capacity: usize,
+    /// Each prompt's keys and values from its prefill, shared by its `n` rows: the rows of a
+    /// group read their prompt's part of the cache once between them.
+    prompts: &'w [PromptKv],
+    /// Each prompt's length.
+    lens: Vec<usize>,
+    n: usize,
+    /// Each layer's keys and values of every row's own tokens for this member's heads,
+    /// `(rows, heads, new_tokens, head_dim)`.
+    own: Vec<(Vec<f32>, Vec<f32>)>,
+    /// Tokens fed so far, and room for them.
+    fed: usize,
+    new_tokens: usize,
 }
 
 impl<'w> Member<'w> {
     /// Member `t` of a team of `threads`, over `n` rows per prompt whose keys and values are
-    /// `prompts` (the prefill's), left-padded to the longest into a cache of `capacity` slots.
+    /// `prompts` (the prefill's), with room for `new_tokens` fed tokens a row.
     pub fn new(
         w: &'w LoopWeights,
         (t, threads): (usize, usize),
-        prompts: &[PromptKv],
+        prompts: &'w [PromptKv],
         n: usize,
-        capacity: usize,
+        new_tokens: usize,
     ) -> Self {
         let shares = Shares::new(w, threads);
-        let heads = shares.kv_heads[t].clone();
         let d = w.head_dim;
-        let lens: Vec<usize> = prompts
+        let lens = prompts
             .iter()
             .map(|p| p.first().map_or(0, |(k, _)| k.len() / (w.kv_heads * d)))
             .collect();
-        let longest = lens.iter().copied().max().unwrap_or(0);
-        let rows = prompts.len() * n;
-        let kv = (0..w.layers.len())
-            .map(|l| {
-                let mut ks = vec![0f32; rows * heads.len() * capacity * d];
-                let mut vs = ks.clone();
-                for (r, p) in (0..rows).map(|r| (r, r / n)) {
-                    let (pk, pv) = &prompts[p][l];
-                    let len = lens[p];
-                    for (i, hk) in heads.clone().enumerate() {
-                        let at = ((r * heads.len() + i) * capacity + longest - len) * d;
-                        let from = hk * len * d..(hk + 1) * len * d;
-                        ks[at..at + len * d].copy_from_slice(&pk[from.clone()]);
-                        vs[at..at + len * d].copy_from_slice(&pv[from]);
-                    }
-                }
-                (ks, vs)
-            })
+        let size = prompts.len() * n * shares.kv_heads[t].len() * new_tokens * d;
+        let own = (0..w.layers.len())
+            .map(|_| (vec![0f32; size], vec![0f32; size]))
             .collect();
         Self {
             w,
             t,
             shares,
-            kv,
-            left: (0..rows).map(|r| longest - lens[r / n]).collect(),
-            len: longest,
-            capacity,
+            prompts,
+            lens,
+            n,
+            own,
+            fed: 0,
+            new_tokens,
         }
     }
 
@@ -179,11 +172,10 @@ impl<'w> Member<'w> {
         for &id in ids {
             x.extend_from_slice(&w.embed[id as usize * hd..][..hd]);
         }
-        let slot = self.len;
         for l in 0..w.layers.len() {
-            self.layer(team, l, &mut x, positions, slot)?;
+            self.layer(team, l, &mut x, positions)?;
         }
-        self.len += 1;
+        self.fed += 1;
         let h = rms_norm(&x, &w.norm, w.eps);
         let logits = product(&h, &w.lm_head, &self.shares.vocab[self.t], hd);
         team.exchange(self.t, Part::Logits, &logits)?;
@@ -199,14 +191,13 @@ impl<'w> Member<'w> {
         l: usize,
         x: &mut [f32],
         positions: &[u32],
-        slot: usize,
     ) -> std::result::Result<(), Poisoned> {
         let (w, t) = (self.w, self.t);
         let (hd, inter) = (w.hidden, w.intermediate);
         let m = x.len() / hd;
         let layer = &w.layers[l];
         let h = rms_norm(x, &layer.input_norm, w.eps);
-        let attn = self.attention(l, &h, positions, slot);
+        let attn = self.attention(l, &h, positions);
         team.exchange(t, Part::Attn, &attn)?;
         let attn = team
             .board
@@ -245,11 +236,9 @@ impl<'w> Member<'w> {
 
     /// This member's heads' attention outputs `(rows, its query heads * head_dim)` for the
     /// normed input `h`: queries, keys and values with their biases, RoPE at each row's
-    /// position, this step's keys and values into the cache at `slot`, then each query head
-    /// over its key/value head's slots `left[r]..=slot`. The query heads of one key/value head
-    /// take their scores together, as one few-rows product against the cached keys (a plain
-    /// dot-product loop sums one product at a time, and was half of decoding).
-    fn attention(&mut self, l: usize, h: &[f32], positions: &[u32], slot: usize) -> Vec<f32> {
+    /// position, this step's keys and values into the row's own cache, then each query head
+    /// over its key/value head's prompt and own positions (see [`Member::attend`]).
+    fn attention(&mut self, l: usize, h: &[f32], positions: &[u32]) -> Vec<f32> {
         let w = self.w;
         let (nh, nkv, d) = (w.heads, w.kv_heads, w.head_dim);
         let group = nh / nkv;
@@ -281,8 +270,8 @@ impl<'w> Member<'w> {
                 .chain(k[r * mine * d..][..mine * d].chunks_exact_mut(d));
             rows.for_each(|head| rope(head, cos, sin));
         }
-        let cap = self.capacity;
-        let (ks, vs) = &mut self.kv[l];
+        let (cap, slot) = (self.new_tokens, self.fed);
+        let (ks, vs) = &mut self.own[l];
         for (r, (kr, vr)) in k
             .chunks_exact(mine * d)
             .zip(v.chunks_exact(mine * d))
@@ -294,42 +283,101 @@ impl<'w> Member<'w> {
                 vs[at..at + d].copy_from_slice(&vr[i * d..][..d]);
             }
         }
-        self.attend(l, &q, slot)
+        self.attend(l, &q)
     }
 
     /// Attention over the cache for queries `q` `(rows, this member's query heads * head_dim)`.
-    fn attend(&self, l: usize, q: &[f32], slot: usize) -> Vec<f32> {
+    /// Per key/value head, the query heads of a prompt's rows take their scores against the
+    /// prompt's keys together, as one few-rows product, and their weighted sums over its
+    /// values together (a plain dot-product loop sums one product at a time, and was half of
+    /// decoding; reading a prompt's keys and values once per group rather than once per row
+    /// is a quarter of the memory a step reads with 4 rows a group). Each row then continues
+    /// with its own positions: the same sums, in the same order, as over one row's cache.
+    fn attend(&self, l: usize, q: &[f32]) -> Vec<f32> {
         let w = self.w;
-        let (d, cap) = (w.head_dim, self.capacity);
         let group = w.heads / w.kv_heads;
         let mine = self.shares.kv_heads[self.t].len();
-        let (ks, vs) = &self.kv[l];
-        let scale = 1.0 / (d as f32).sqrt();
         let mut out = vec![0f32; q.len()];
-        let mut scores = Vec::with_capacity(group * (slot + 1));
-        for (r, row) in q.chunks_exact(mine * group * d).enumerate() {
-            let first = self.left[r];
-            let len = slot + 1 - first;
+        let width = mine * group * w.head_dim;
+        for g in 0..self.lens.len() {
+            let rows = g * self.n..(g + 1) * self.n;
             for i in 0..mine {
-                let queries = &row[i * group * d..][..group * d];
-                let base = (r * mine + i) * cap * d;
-                let (keys, values) = (
-                    &ks[base + first * d..base + (slot + 1) * d],
-                    &vs[base + first * d..base + (slot + 1) * d],
-                );
-                scores.clear();
-                scores.resize(group * len, 0.0);
-                matmul_t(queries, keys, d, &mut scores);
-                for (g, probs) in scores.chunks_exact_mut(len).enumerate() {
-                    probs.iter_mut().for_each(|p| *p *= scale);
-                    softmax_in_place(probs);
-                    let o = &mut out[((r * mine + i) * group + g) * d..][..d];
-                    weighted_sum(probs, values, o);
+                let head = Head { group: g, index: i };
+                let queries = head_rows(q, rows.clone(), width, i, group * w.head_dim);
+                let outs = self.attend_head(l, head, &queries);
+                for (r, o) in rows.clone().zip(outs.chunks_exact(group * w.head_dim)) {
+                    out[r * width + i * group * w.head_dim..][..o.len()].copy_from_slice(o);
                 }
             }
         }
         out
     }
+
+    /// The outputs of one key/value head of one group for its rows' query heads `queries`
+    /// (`(rows of the group * query heads of the head, head_dim)`), in the same layout.
+    fn attend_head(&self, l: usize, head: Head, queries: &[f32]) -> Vec<f32> {
+        let w = self.w;
+        let d = w.head_dim;
+        let group = w.heads / w.kv_heads;
+        let mine = self.shares.kv_heads[self.t].len();
+        let (len, own) = (self.lens[head.group], self.fed + 1);
+        let hk = self.shares.kv_heads[self.t].start + head.index;
+        let (pk, pv) = &self.prompts[head.group][l];
+        let (keys, values) = (
+            &pk[hk * len * d..][..len * d],
+            &pv[hk * len * d..][..len * d],
+        );
+        let count = queries.len() / d;
+        let mut shared = vec![0f32; count * len];
+        matmul_t(queries, keys, d, &mut shared);
+        let (ok, ov) = &self.own[l];
+        let scale = 1.0 / (d as f32).sqrt();
+        let mut probs = vec![0f32; count * (len + own)];
+        let mut row_scores = vec![0f32; group * own];
+        for (j, row_q) in queries.chunks_exact(group * d).enumerate() {
+            let r = head.group * self.n + j;
+            let at = (r * mine + head.index) * self.new_tokens * d;
+            matmul_t(row_q, &ok[at..at + own * d], d, &mut row_scores);
+            for (gq, own_scores) in row_scores.chunks_exact(own).enumerate() {
+                let qi = j * group + gq;
+                let p = &mut probs[qi * (len + own)..][..len + own];
+                p[..len].copy_from_slice(&shared[qi * len..][..len]);
+                p[len..].copy_from_slice(own_scores);
+                p.iter_mut().for_each(|x| *x *= scale);
+                softmax_in_place(p);
+            }
+        }
+        let mut outs = vec![0f32; count * d];
+        let prompt_probs: Vec<f32> = probs
+            .chunks_exact(len + own)
+            .flat_map(|p| p[..len].iter().copied())
+            .collect();
+        weighted_sums_into(&prompt_probs, values, d, &mut outs);
+        for (qi, (p, o)) in probs
+            .chunks_exact(len + own)
+            .zip(outs.chunks_exact_mut(d))
+            .enumerate()
+        {
+            let r = head.group * self.n + qi / group;
+            let at = (r * mine + head.index) * self.new_tokens * d;
+            weighted_sum_into(&p[len..], &ov[at..at + own * d], o);
+        }
+        outs
+    }
+}
+
+/// One key/value head of one group: the group, and the head's place among the member's.
+#[derive(Clone, Copy)]
+struct Head {
+    group: usize,
+    index: usize,
+}
+
+/// The columns `index * cols..(index + 1) * cols` of each of `rows` rows of `q` (rows of
+/// `width`), one after another.
+fn head_rows(q: &[f32], rows: Range<usize>, width: usize, index: usize, cols: usize) -> Vec<f32> {
+    rows.flat_map(|r| q[r * width + index * cols..][..cols].iter().copied())
+        .collect()
 }
 
 /// `x · wᵀ` over the weight rows `rows` of `w` (rows of `k`): one member's output columns.
@@ -434,14 +482,14 @@ mod tests {
                 .iter()
                 .map(|p| flat_kv(prefill_one(&net, p).unwrap().0).unwrap())
                 .collect();
-            let alone = run_team(&w, 1, &kvs, n, capacity, &feeds);
+            let alone = run_team(&w, 1, &kvs, n, steps, &feeds);
             for (step, (a, b)) in alone.iter().zip(&want).enumerate() {
                 for (x, y) in a.iter().flatten().zip(b.iter().flatten()) {
                     assert!((x - y).abs() < 1e-4, "tied {tied}, step {step}: {x} vs {y}");
                 }
             }
             for threads in [2, 3] {
-                let got = run_team(&w, threads, &kvs, n, capacity, &feeds);
+                let got = run_team(&w, threads, &kvs, n, steps, &feeds);
                 assert!(got == alone, "tied {tied}: a team of {threads} differs");
             }
         }
@@ -454,7 +502,7 @@ mod tests {
         threads: usize,
         kvs: &[PromptKv],
         n: usize,
-        capacity: usize,
+        new_tokens: usize,
         feeds: &Feeds,
     ) -> Vec<Vec<Vec<f32>>> {
         let team = Team::new(threads);
@@ -464,7 +512,7 @@ mod tests {
                 .map(|t| {
                     let team = &team;
                     s.spawn(move || {
-                        let mut member = Member::new(w, (t, threads), kvs, n, capacity);
+                        let mut member = Member::new(w, (t, threads), kvs, n, new_tokens);
                         let mine = share(rows, threads, t, 1);
                         feeds
                             .iter()

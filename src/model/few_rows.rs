@@ -71,11 +71,13 @@ pub fn matmul_t(x: &[f32], w: &[f32], k: usize, y: &mut [f32]) {
     matmul_t_portable(x, w, k, y);
 }
 
-/// `out = Σ_t p[t] · v_t` over the rows `v_t` of `v` (rows of `out.len()`): an attention
-/// head's output from its probabilities and cached values. Each element sums its products
-/// in position order, a multiply then an add (no fused multiply-add), so the AVX path gives
-/// the plain loop's bits; it keeps the output in registers across positions.
-pub fn weighted_sum(p: &[f32], v: &[f32], out: &mut [f32]) {
+/// `out += Σ_t p[t] · v_t` over the rows `v_t` of `v` (rows of `out.len()`): an attention
+/// head's output from its probabilities and cached values, continuing what `out` holds
+/// (zeros to start; the same bits as one sum over all positions when continued). Each
+/// element sums its products in position order, a multiply then an add (no fused
+/// multiply-add), so the AVX path gives the plain loop's bits; it keeps the output in
+/// registers across positions.
+pub fn weighted_sum_into(p: &[f32], v: &[f32], out: &mut [f32]) {
     if out.is_empty() {
         return;
     }
@@ -83,14 +85,34 @@ pub fn weighted_sum(p: &[f32], v: &[f32], out: &mut [f32]) {
     if out.len().is_multiple_of(avx2::SUM_WIDTH) && std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU has AVX2 (checked above); `out` is whole chunks of the kernel's
         // width, and each row of `v` is as long as `out`.
-        unsafe { avx2::weighted_sum(p, v, out) };
+        unsafe { avx2::weighted_sum_into(p, v, out) };
         return;
     }
     weighted_sum_portable(p, v, out);
 }
 
+/// Positions of `v` each block of [`weighted_sums_into`] takes (8 KB of 64-wide rows).
+const SUM_BLOCK: usize = 32;
+
+/// [`weighted_sum_into`] for several queries over the same rows of `v` (rows of `d`):
+/// `probs` holds each query's probabilities (`len` each), `outs` its `d` outputs. Each
+/// output sums in position order as alone, but a block of positions at a time for every
+/// query, so each block of `v` comes from memory once for all of them.
+pub fn weighted_sums_into(probs: &[f32], v: &[f32], d: usize, outs: &mut [f32]) {
+    let len = v.len() / d.max(1);
+    if len == 0 || d == 0 {
+        return;
+    }
+    for start in (0..len).step_by(SUM_BLOCK) {
+        let end = (start + SUM_BLOCK).min(len);
+        let block = &v[start * d..end * d];
+        for (p, out) in probs.chunks_exact(len).zip(outs.chunks_exact_mut(d)) {
+            weighted_sum_into(&p[start..end], block, out);
+        }
+    }
+}
+
 fn weighted_sum_portable(p: &[f32], v: &[f32], out: &mut [f32]) {
-    out.fill(0.0);
     for (&pt, vt) in p.iter().zip(v.chunks_exact(out.len())) {
         out.iter_mut().zip(vt).for_each(|(a, b)| *a += pt * b);
     }
@@ -215,12 +237,14 @@ mod avx2 {
     /// Output elements [`weighted_sum`] keeps in registers at once (eight 8-wide vectors).
     pub const SUM_WIDTH: usize = 64;
 
-    /// [`super::weighted_sum`] over chunks of [`SUM_WIDTH`] outputs (`out.len()` a multiple).
+    /// [`super::weighted_sum_into`] over chunks of [`SUM_WIDTH`] outputs (`out.len()` a
+    /// multiple).
     #[target_feature(enable = "avx2")]
-    pub unsafe fn weighted_sum(p: &[f32], v: &[f32], out: &mut [f32]) {
+    pub unsafe fn weighted_sum_into(p: &[f32], v: &[f32], out: &mut [f32]) {
         let d = out.len();
         for (c, chunk) in out.chunks_exact_mut(SUM_WIDTH).enumerate() {
-            let mut acc = [_mm256_setzero_ps(); SUM_WIDTH / 8];
+            let mut acc: [__m256; SUM_WIDTH / 8] =
+                std::array::from_fn(|j| _mm256_loadu_ps(chunk.as_ptr().add(8 * j)));
             for (&pt, vt) in p.iter().zip(v.chunks_exact(d)) {
                 let (pv, vp) = (_mm256_set1_ps(pt), vt[c * SUM_WIDTH..].as_ptr());
                 for (j, a) in acc.iter_mut().enumerate() {
@@ -437,10 +461,45 @@ mod tests {
             let v: Vec<f32> = (0..t * d)
                 .map(|i| ((i * 29) % 83) as f32 * 0.03 - 1.2)
                 .collect();
-            let (mut fast, mut plain) = (vec![1f32; d], vec![2f32; d]);
-            weighted_sum(&p, &v, &mut fast);
+            let (mut fast, mut plain) = (vec![0f32; d], vec![0f32; d]);
+            weighted_sum_into(&p, &v, &mut fast);
             weighted_sum_portable(&p, &v, &mut plain);
             assert_eq!(fast, plain, "{t} positions of {d}");
+        }
+    }
+
+    /// A sum split in two (shared positions, then a row's own) and several queries summed
+    /// block by block give the bits of one plain sum per query.
+    #[test]
+    fn split_and_shared_weighted_sums_give_one_sums_bits() {
+        for (t, d, split) in [(75, 64, 40), (70, 40, 33), (5, 128, 0)] {
+            let queries = 3;
+            let v: Vec<f32> = (0..t * d)
+                .map(|i| ((i * 29) % 83) as f32 * 0.03 - 1.2)
+                .collect();
+            let probs: Vec<f32> = (0..queries * t)
+                .map(|i| 1.0 / ((i % 11) as f32 + 1.7))
+                .collect();
+            let mut outs = vec![0f32; queries * d];
+            let head: Vec<f32> = probs
+                .chunks_exact(t)
+                .flat_map(|p| p[..split].to_vec())
+                .collect();
+            weighted_sums_into(&head, &v[..split * d], d, &mut outs);
+            for (q, (p, out)) in probs
+                .chunks_exact(t)
+                .zip(outs.chunks_exact_mut(d))
+                .enumerate()
+            {
+                weighted_sum_into(&p[split..], &v[split * d..], out);
+                let mut plain = vec![0f32; d];
+                weighted_sum_portable(p, &v, &mut plain);
+                assert_eq!(
+                    out,
+                    &plain[..],
+                    "query {q}: {t} positions of {d}, split at {split}"
+                );
+            }
         }
     }
 

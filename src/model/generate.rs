@@ -46,7 +46,6 @@ pub(super) fn sample_team(
 ) -> Result<Vec<Vec<Completion>>> {
     let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
     policy.check_fits(longest, params.max_new_tokens)?;
-    let capacity = longest + params.max_new_tokens;
     let prefills = map_chunks(threads, prompts, |_, p| prefill_one(net, p), panicked)
         .into_iter()
         .map(|r| r.and_then(|(kv, logits)| Ok((flat_kv(kv)?, logits))))
@@ -67,7 +66,7 @@ pub(super) fn sample_team(
             .map(|&s| ChaCha8Rng::seed_from_u64(s))
             .collect();
         let mut stepper = TeamStepper {
-            member: Member::new(w, (t, threads), &kvs, n, capacity),
+            member: Member::new(w, (t, threads), &kvs, n, params.max_new_tokens),
             team: &team,
             t,
             rows: rows.clone(),
