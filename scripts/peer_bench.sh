@@ -34,12 +34,15 @@ for run in $(seq 1 "$RUNS"); do
         export CHARTRL_THREADS=$THREADS
         sft=$("$chartrl" bench --preset "$preset" --reps "$REPS" --figure sft-step)
         read -r batch len < <(python3 -c "import json,sys; f = json.loads(sys.argv[1]); print(f['sequences'], round(f['tokens'] / f['sequences']))" "$sft")
+        rollout=$("$chartrl" bench --preset "$preset" --reps "$REPS" --figure rollout)
+        # The peers' prompts as long as chartrl's (the mean of its workload's prompts).
+        ptok=$(python3 -c "import json,sys; print(json.loads(sys.argv[1])['prompt_tokens'])" "$rollout")
         {
             echo "$sft"
-            "$chartrl" bench --preset "$preset" --reps "$REPS" --figure rollout
+            echo "$rollout"
             "$chartrl" bench --preset "$preset" --reps "$REPS" --figure grpo-step
-            py generate --model "$model" --preset "$preset"
-            py trl --model "$model" --preset "$preset"
+            py generate --model "$model" --preset "$preset" --prompt-tokens "$ptok"
+            py trl --model "$model" --preset "$preset" --prompt-tokens "$ptok"
             py sft --model "$model" --preset "$preset" --batch "$batch" --seq-len "$len"
         } | tag "$run" | tee -a "$results"
     done

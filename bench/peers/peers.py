@@ -3,7 +3,8 @@
 One figure per process (so its peak memory is its own), printed as one JSON line:
 
   generate  HF `generate`: 2 prompts x 4 completions in one batch of 8, 64 new tokens,
-            temperature 1, no top-k/top-p (chartrl's rollout workload)
+            temperature 1, no top-k/top-p (chartrl's rollout workload; prompts as long as
+            chartrl's, --prompt-tokens)
   trl       one TRL GRPOTrainer step: per_device_train_batch_size 8, num_generations 4,
             max_completion_length 64, temperature 1, beta 0, loss_type dapo, one iteration,
             fp32, no gradient checkpointing; the reward is the completion's length in
@@ -110,22 +111,29 @@ def bench_generate(args):
                 eos_token_id=tok.eos_token_id,
             )
         new = out[:, ids.shape[1]:]
-        n = 0
+        lengths = []
         for row in new.tolist():
+            n = 0
             for t in row:
                 n += 1
                 if t == tok.eos_token_id:
                     break
-        counts.append(n)
+            lengths.append(n)
+        # Sampled tokens (up to each row's end), and positions decoded: every row for as
+        # many steps as the longest, as chartrl's rollout figure counts them.
+        counts.append((sum(lengths), len(lengths) * max(lengths)))
 
     times = timed(once, args.warmup, args.reps)
-    new_tokens = statistics.median(counts[args.warmup:])
+    new_tokens = statistics.median(c[0] for c in counts[args.warmup:])
+    decoded = statistics.median(c[1] for c in counts[args.warmup:])
     return summary(
         "hf_generate",
         args,
         times,
         new_tokens=new_tokens,
         new_tokens_per_s=new_tokens / statistics.median(times),
+        decoded_tokens=decoded,
+        decoded_tokens_per_s=decoded / statistics.median(times),
         prompt_tokens=len(ps[0][0]),
     )
 

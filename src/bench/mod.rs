@@ -63,6 +63,10 @@ pub struct Figure {
     /// Generated tokens per second (rollout only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub new_tokens_per_s: Option<f64>,
+    /// Decoded positions per second: rows times the longest completion (rollout only; see
+    /// [`crate::train::Rollout::decoded_tokens`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decoded_tokens_per_s: Option<f64>,
     /// Worker threads over groups (`CHARTRL_THREADS`).
     pub threads: usize,
     /// Threads inside each candle kernel (`RAYON_NUM_THREADS`).
@@ -115,14 +119,16 @@ pub fn run(
         return Ok(Vec::new());
     };
     let tps = rollout.new_tokens() as f64 / median(&times);
+    let decoded = rollout.decoded_tokens() as f64 / median(&times);
     let prompt_tokens =
         rollout.prompts.iter().map(Vec::len).sum::<usize>() / rollout.prompts.len().max(1);
-    let figure = |name, times: Vec<f64>, tps, phases| Figure {
+    let figure = |name, times: Vec<f64>, tps: Option<(f64, f64)>, phases| Figure {
         figure: name,
         preset: preset_name.to_string(),
         parameters,
         time: Timing::of(&times),
-        new_tokens_per_s: tps,
+        new_tokens_per_s: tps.map(|t| t.0),
+        decoded_tokens_per_s: tps.map(|t| t.1),
         prompt_tokens,
         threads: crate::parallel::worker_threads(),
         kernel_threads: candle_core::utils::get_num_threads(),
@@ -130,7 +136,7 @@ pub fn run(
         phases,
         workload: workload.clone(),
     };
-    let mut figures = vec![figure("rollout", times, Some(tps), None)];
+    let mut figures = vec![figure("rollout", times, Some((tps, decoded)), None)];
     if !rollout_only {
         let mut phases = Vec::new();
         let update = time_reps(workload, || {

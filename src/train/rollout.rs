@@ -42,6 +42,16 @@ impl Rollout {
         self.groups.iter().flatten().map(|c| c.tokens.len()).sum()
     }
 
+    /// Positions the sampling loop decoded: every row for as many steps as the longest
+    /// completion (a row that has finished rides along until the last one does). Unlike
+    /// [`Rollout::new_tokens`], this does not depend on how early the samples happened to
+    /// end, so it is the work two samplers of the same batch can be compared by.
+    pub fn decoded_tokens(&self) -> usize {
+        let rows = self.groups.iter().map(Vec::len).sum::<usize>();
+        let longest = self.groups.iter().flatten().map(|c| c.tokens.len()).max();
+        rows * longest.unwrap_or(0)
+    }
+
     /// Groups whose loss has a gradient: a kept sample with a non-zero advantage, or any kept
     /// sample when a KL term (`beta > 0`) applies. None: the step has nothing to learn from.
     pub fn active_groups(&self, beta: bool) -> Vec<usize> {
