@@ -141,7 +141,10 @@ fn bench_prints_one_json_object_per_figure() {
         .collect();
     assert_eq!(figures.len(), 6, "{out}");
     assert_eq!(figures[0]["figure"], "rollout");
-    assert!(figures[0]["new_tokens_per_s"].as_f64().unwrap() > 0.0);
+    let sampled = figures[0]["new_tokens_per_s"].as_f64().unwrap();
+    assert!(sampled > 0.0);
+    // Rows x the longest completion: never fewer than the tokens sampled.
+    assert!(figures[0]["decoded_tokens_per_s"].as_f64().unwrap() >= sampled);
     assert_eq!(figures[1]["figure"], "update");
     assert!(figures[1]["seconds"].as_f64().unwrap() > 0.0);
     assert!(figures[1]["peak_rss_mb"].as_f64().unwrap() > 0.0);

@@ -437,12 +437,7 @@ mod tests {
             (13, 120, 3),
             (16, 1411, 2),
         ] {
-            let x: Vec<f32> = (0..m * k)
-                .map(|i| ((i * 37) % 101) as f32 * 0.013 - 0.6)
-                .collect();
-            let w: Vec<f32> = (0..n * k)
-                .map(|i| ((i * 53) % 97) as f32 * 0.021 - 1.0)
-                .collect();
+            let (x, w) = rows_and_weights(m, k, n);
             let (mut streamed, mut blocked) = (vec![0f32; m * n], vec![1f32; m * n]);
             // SAFETY: the CPU has AVX2, FMA, AVX-512F and AVX-512VL (checked above).
             unsafe {
@@ -503,17 +498,23 @@ mod tests {
         }
     }
 
+    /// `m` input rows and `n` weight rows of `k`, of varied values.
+    fn rows_and_weights(m: usize, k: usize, n: usize) -> (Vec<f32>, Vec<f32>) {
+        let x = (0..m * k)
+            .map(|i| ((i * 37) % 101) as f32 * 0.013 - 0.6)
+            .collect();
+        let w = (0..n * k)
+            .map(|i| ((i * 53) % 97) as f32 * 0.021 - 1.0)
+            .collect();
+        (x, w)
+    }
+
     /// A row's outputs do not depend on the rows it is multiplied with (the kernel pairs
     /// rows): a team and a lone thread must sample the same tokens to the bit.
     #[test]
     fn each_row_comes_out_the_same_alone() {
         let (m, k, n) = (5, 43, 11);
-        let x: Vec<f32> = (0..m * k)
-            .map(|i| ((i * 37) % 101) as f32 * 0.013 - 0.6)
-            .collect();
-        let w: Vec<f32> = (0..n * k)
-            .map(|i| ((i * 53) % 97) as f32 * 0.021 - 1.0)
-            .collect();
+        let (x, w) = rows_and_weights(m, k, n);
         let mut together = vec![0f32; m * n];
         matmul_t(&x, &w, k, &mut together);
         for (i, xi) in x.chunks_exact(k).enumerate() {
