@@ -319,7 +319,6 @@ impl<'w> Member<'w> {
         let w = self.w;
         let d = w.head_dim;
         let group = w.heads / w.kv_heads;
-        let mine = self.shares.kv_heads[self.t].len();
         let (len, own) = (self.lens[head.group], self.fed + 1);
         let hk = self.shares.kv_heads[self.t].start + head.index;
         let (pk, pv) = &self.prompts[head.group][l];
@@ -335,8 +334,7 @@ impl<'w> Member<'w> {
         let mut probs = vec![0f32; count * (len + own)];
         let mut row_scores = vec![0f32; group * own];
         for (j, row_q) in queries.chunks_exact(group * d).enumerate() {
-            let r = head.group * self.n + j;
-            let at = (r * mine + head.index) * self.new_tokens * d;
+            let at = self.own_at(head.group * self.n + j, head.index);
             matmul_t(row_q, &ok[at..at + own * d], d, &mut row_scores);
             for (gq, own_scores) in row_scores.chunks_exact(own).enumerate() {
                 let qi = j * group + gq;
@@ -358,11 +356,17 @@ impl<'w> Member<'w> {
             .zip(outs.chunks_exact_mut(d))
             .enumerate()
         {
-            let r = head.group * self.n + qi / group;
-            let at = (r * mine + head.index) * self.new_tokens * d;
+            let at = self.own_at(head.group * self.n + qi / group, head.index);
             weighted_sum_into(&p[len..], &ov[at..at + own * d], o);
         }
         outs
+    }
+
+    /// Where row `r`'s own keys (or values) of this member's `index`-th head start in a
+    /// layer's buffer.
+    fn own_at(&self, r: usize, index: usize) -> usize {
+        let mine = self.shares.kv_heads[self.t].len();
+        (r * mine + index) * self.new_tokens * self.w.head_dim
     }
 }
 

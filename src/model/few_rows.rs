@@ -234,7 +234,7 @@ mod avx2 {
         }
     }
 
-    /// Output elements [`weighted_sum`] keeps in registers at once (eight 8-wide vectors).
+    /// Output elements [`weighted_sum_into`] keeps in registers at once (eight 8-wide vectors).
     pub const SUM_WIDTH: usize = 64;
 
     /// [`super::weighted_sum_into`] over chunks of [`SUM_WIDTH`] outputs (`out.len()` a
