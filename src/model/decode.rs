@@ -437,8 +437,8 @@ mod tests {
     type Feeds = Vec<(Vec<u32>, Vec<u32>)>;
 
     /// Teams of 1, 2 and 3 threads (the third with no key/value head of its own) over the same
-    /// prefill of prompts of different lengths (so with left padding), fed the same tokens:
-    /// the logits of candle's forward over a KV cache, and to the bit the same logits
+    /// prefill of prompts of different lengths (left-padded in candle's cache), fed the same
+    /// tokens: the logits of candle's forward over a KV cache, and to the bit the same logits
     /// whatever the team's size; for tied and untied embeddings.
     #[test]
     fn teams_match_the_candle_forward_and_each_other() {

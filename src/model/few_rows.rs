@@ -272,6 +272,7 @@ mod avx2 {
 /// (16 KB). A decoding step streams weights far larger than the cache once each; fetches
 /// into L1 alone keep too few loads in flight to hide memory's latency, so the loop would
 /// wait on each block in turn instead of multiplying while the next arrives.
+#[cfg(target_arch = "x86_64")]
 const FAR: usize = 4096;
 
 #[cfg(target_arch = "x86_64")]
