@@ -7,8 +7,8 @@ One figure per process (so its peak memory is its own), printed as one JSON line
             chartrl's, --prompt-tokens)
   trl       one TRL GRPOTrainer step: per_device_train_batch_size 8, num_generations 4,
             max_completion_length 64, temperature 1, beta 0, loss_type dapo, one iteration,
-            fp32, no gradient checkpointing; the reward is the completion's length in
-            characters / 100, as in `chartrl bench --figure grpo-step`
+            fp32, no gradient checkpointing, prompts of --prompt-tokens; the reward is the
+            completion's length in characters / 100, as in `chartrl bench --figure grpo-step`
   sft       a PyTorch supervised step (forward, cross-entropy, backward, AdamW) on
             BATCH x LEN tokens without padding
 

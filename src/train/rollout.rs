@@ -44,7 +44,7 @@ impl Rollout {
 
     /// Positions the sampling loop decoded: every row for as many steps as the longest
     /// completion (a row that has finished rides along until the last one does). Unlike
-    /// [`Rollout::new_tokens`], this does not depend on how early the samples happened to
+    /// [`Rollout::new_tokens`], this does not depend on how early the other rows happened to
     /// end, so it is the work two samplers of the same batch can be compared by.
     pub fn decoded_tokens(&self) -> usize {
         let rows = self.groups.iter().map(Vec::len).sum::<usize>();
