@@ -346,11 +346,7 @@ impl<'w> Member<'w> {
             }
         }
         let mut outs = vec![0f32; count * d];
-        let prompt_probs: Vec<f32> = probs
-            .chunks_exact(len + own)
-            .flat_map(|p| p[..len].iter().copied())
-            .collect();
-        weighted_sums_into(&prompt_probs, values, d, &mut outs);
+        weighted_sums_into(&probs, len + own, values, d, &mut outs);
         for (qi, (p, o)) in probs
             .chunks_exact(len + own)
             .zip(outs.chunks_exact_mut(d))

@@ -94,11 +94,11 @@ pub fn weighted_sum_into(p: &[f32], v: &[f32], out: &mut [f32]) {
 /// Positions of `v` each block of [`weighted_sums_into`] takes (8 KB of 64-wide rows).
 const SUM_BLOCK: usize = 32;
 
-/// [`weighted_sum_into`] for several queries over the same rows of `v` (rows of `d`):
-/// `probs` holds each query's probabilities (`len` each), `outs` its `d` outputs. Each
-/// output sums in position order as alone, but a block of positions at a time for every
-/// query, so each block of `v` comes from memory once for all of them.
-pub fn weighted_sums_into(probs: &[f32], v: &[f32], d: usize, outs: &mut [f32]) {
+/// [`weighted_sum_into`] for several queries over the same `len` rows of `v` (rows of `d`):
+/// query `q`'s probabilities are the first `len` of `probs[q * stride..]`, its outputs
+/// `outs[q * d..][..d]`. Each output sums in position order as alone, but a block of
+/// positions at a time for every query, so each block of `v` comes from memory once for all.
+pub fn weighted_sums_into(probs: &[f32], stride: usize, v: &[f32], d: usize, outs: &mut [f32]) {
     let len = v.len() / d.max(1);
     if len == 0 || d == 0 {
         return;
@@ -106,7 +106,7 @@ pub fn weighted_sums_into(probs: &[f32], v: &[f32], d: usize, outs: &mut [f32]) 
     for start in (0..len).step_by(SUM_BLOCK) {
         let end = (start + SUM_BLOCK).min(len);
         let block = &v[start * d..end * d];
-        for (p, out) in probs.chunks_exact(len).zip(outs.chunks_exact_mut(d)) {
+        for (p, out) in probs.chunks(stride).zip(outs.chunks_exact_mut(d)) {
             weighted_sum_into(&p[start..end], block, out);
         }
     }
@@ -211,14 +211,15 @@ mod avx2 {
         acc
     }
 
-    /// Writes the outputs of input rows `i..i + R` and weight rows `j0..j0 + rows`: each
-    /// accumulator's lanes summed, plus the products past the last full 8 inputs.
+    /// Writes the outputs of input rows `i..i + R` and weight rows `j0..j0 + rows` (of the `W`
+    /// at `wp`): each accumulator's lanes summed, plus the products past the last full 8
+    /// inputs. Both kernels end each output here, so they sum in the same order.
     #[target_feature(enable = "avx2,fma")]
     #[inline]
-    unsafe fn store<const R: usize>(
-        acc: &[[__m256; 4]; R],
+    pub(super) unsafe fn store<const R: usize, const W: usize>(
+        acc: &[[__m256; W]; R],
         x: &[f32],
-        wp: [*const f32; 4],
+        wp: [*const f32; W],
         (i, j0, rows): (usize, usize, usize),
         (k, n): (usize, usize),
         y: &mut [f32],
@@ -258,9 +259,8 @@ mod avx2 {
         }
     }
 
-    /// The sum of `v`'s lanes, in the order both kernels use.
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn hsum(v: __m256) -> f32 {
+    unsafe fn hsum(v: __m256) -> f32 {
         let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
         let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
         let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
@@ -285,7 +285,7 @@ mod wide {
 
     use std::arch::x86_64::*;
 
-    use super::avx2::hsum;
+    use super::avx2::store;
 
     /// Fewer input rows than this go to the AVX2 kernel, whose blocks keep more
     /// accumulators busy with few rows.
@@ -378,14 +378,7 @@ mod wide {
             }
             c += 8;
         }
-        for (d, a) in acc.iter().enumerate() {
-            let xi = &x[(at.i + d) * k..(at.i + d + 1) * k];
-            for (r, v) in a.iter().enumerate().take(at.pair) {
-                let tail = std::slice::from_raw_parts(wp[r].add(k8), k - k8);
-                let s: f32 = xi[k8..].iter().zip(tail).map(|(a, b)| a * b).sum();
-                y[(at.i + d) * n + at.j + r] = hsum(*v) + s;
-            }
-        }
+        store(&acc, x, wp, (at.i, at.j, at.pair), (k, n), y);
     }
 }
 
@@ -477,11 +470,7 @@ mod tests {
                 .map(|i| 1.0 / ((i % 11) as f32 + 1.7))
                 .collect();
             let mut outs = vec![0f32; queries * d];
-            let head: Vec<f32> = probs
-                .chunks_exact(t)
-                .flat_map(|p| p[..split].to_vec())
-                .collect();
-            weighted_sums_into(&head, &v[..split * d], d, &mut outs);
+            weighted_sums_into(&probs, t, &v[..split * d], d, &mut outs);
             for (q, (p, out)) in probs
                 .chunks_exact(t)
                 .zip(outs.chunks_exact_mut(d))
