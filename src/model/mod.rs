@@ -29,6 +29,7 @@ mod swiglu;
 pub(crate) mod team;
 pub mod testing;
 mod tokenizer;
+mod transpose;
 
 use std::path::{Path, PathBuf};
 

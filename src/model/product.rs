@@ -2,6 +2,21 @@
 //! crate) on the calling thread: the products inside chartrl's ops with their own backward
 //! (`attention.rs`, `linear.rs`), where a transposed operand is only a pair of strides and a
 //! product can add into its destination.
+//!
+//! `gemm` copies ("packs") `bᵀ` into its own layout, and from a column-major `b` (a weight
+//! read as `wᵀ`, keys as `kᵀ`) one element at a time, with a strided load: 9% of a small
+//! warm-start step in `perf`. Such a `b` is transposed here first ([`super::transpose`]), a
+//! vector at a time, into a buffer from a pool. The kernel then meets the same values in the
+//! same order, so the products are the same, bit for bit.
+
+use std::sync::Mutex;
+
+use super::transpose::transpose_into;
+
+/// Buffers for transposed operands, one per thread that multiplies at once, each as large as
+/// the largest weight. They outlive the threads (a step's workers end with the step), so
+/// their pages are not returned to the system and faulted in again each step.
+static BUFFERS: Mutex<Vec<Vec<f32>>> = Mutex::new(Vec::new());
 
 /// A matrix read in place: element `(r, c)` is `data[r * rs + c * cs]`.
 #[derive(Clone, Copy)]
@@ -28,6 +43,11 @@ impl<'a> Mat<'a> {
             rs: 1,
             cs: cols,
         }
+    }
+
+    /// Whether this is a column-major matrix (the transpose of a row-major one), not a vector.
+    fn column_major(&self) -> bool {
+        self.rs == 1 && self.cs != 1
     }
 
     /// Whether an `r x c` matrix read this way stays inside `data`.
@@ -67,6 +87,18 @@ unsafe fn gemm_into(
         a.holds(m, k) && b.holds(k, n),
         "matrix product out of bounds"
     );
+    // `gemm` computes this product as its transpose, `bᵀ · aᵀ`, and copies `bᵀ` into its
+    // own layout, column-major, on its general path (not that of vectors, of `k <= 2` or of
+    // products of at most 16 x 16, which it picks by the strides): from a column-major `b`
+    // one element at a time, with a strided load. Such a `b` is transposed here first.
+    // (Transposing a column-major `a` as well measured no faster: `gemm` copies `aᵀ` six
+    // elements at a time.)
+    if m > 1 && n > 1 && k > 2 && m * n > 16 * 16 && b.column_major() {
+        // SAFETY: as for this call; `b` is the same matrix, row-major.
+        return with_rows(b, (k, n), |b| unsafe {
+            gemm_into(dst, accumulate, (m, k, n), a, b)
+        });
+    }
     // SAFETY: the caller vouches for `dst`; the assert keeps the kernel's reads of `a` and
     // `b` inside their slices.
     unsafe {
@@ -94,6 +126,19 @@ unsafe fn gemm_into(
     }
 }
 
+/// Runs `f` with the `rows x cols` matrix `x` copied row-major into a buffer from the pool.
+fn with_rows<R>(x: Mat, (rows, cols): (usize, usize), f: impl FnOnce(Mat) -> R) -> R {
+    let taken = BUFFERS.lock().ok().and_then(|mut pool| pool.pop());
+    let mut buffer = taken.unwrap_or_default();
+    buffer.resize(rows * cols, 0.0);
+    transpose_into(x.data, (cols, rows, x.cs), &mut buffer);
+    let out = f(Mat::rows(&buffer, cols));
+    if let Ok(mut pool) = BUFFERS.lock() {
+        pool.push(buffer);
+    }
+    out
+}
+
 /// `a · b` for `a` of `m x k` and `b` of `k x n`, as a new row-major `m x n` matrix.
 ///
 /// The output is not zeroed first: a product that does not accumulate writes every element
@@ -112,4 +157,78 @@ pub(super) fn product_new((m, k, n): (usize, usize, usize), a: Mat, b: Mat) -> V
         }
     }
     dst
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `gemm` on its own, reading `b` in place however it is laid out.
+    fn gemms_own(
+        dst: &mut [f32],
+        accumulate: bool,
+        (m, k, n): (usize, usize, usize),
+        a: Mat,
+        b: Mat,
+    ) {
+        // SAFETY: `dst` holds `m x n` (asserted) and aliases neither input; the inputs hold
+        // their matrices (asserted).
+        assert!(dst.len() >= m * n && a.holds(m, k) && b.holds(k, n));
+        unsafe {
+            ::gemm::gemm(
+                m,
+                n,
+                k,
+                dst.as_mut_ptr(),
+                1,
+                n as isize,
+                accumulate,
+                a.data.as_ptr(),
+                a.cs as isize,
+                a.rs as isize,
+                b.data.as_ptr(),
+                b.cs as isize,
+                b.rs as isize,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                ::gemm::Parallelism::None,
+            )
+        }
+    }
+
+    #[test]
+    fn a_transposed_operand_gives_gemms_own_bits() {
+        // Shapes on both sides of each path's bounds: 16 x 16 outputs, k of 2, one row.
+        let shapes = [
+            (37, 64, 48),
+            (16, 16, 16),
+            (16, 17, 17),
+            (1, 9, 300),
+            (300, 2, 5),
+            (70, 130, 200),
+        ];
+        for (m, k, n) in shapes {
+            let a: Vec<f32> = (0..m * k)
+                .map(|i| ((i * 7919 % 1000) as f32 - 500.0) / 97.0)
+                .collect();
+            let w: Vec<f32> = (0..n * k)
+                .map(|i| ((i * 104_729 % 1000) as f32 - 500.0) / 89.0)
+                .collect();
+            for accumulate in [false, true] {
+                let (mut got, mut want) = (vec![0.25f32; m * n], vec![0.25f32; m * n]);
+                let (a, b) = (Mat::rows(&a, k), Mat::transposed(&w, k));
+                product(&mut got, accumulate, (m, k, n), a, b);
+                gemms_own(&mut want, accumulate, (m, k, n), a, b);
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(
+                    bits(&got),
+                    bits(&want),
+                    "{m} x {k} x {n}, accumulate {accumulate}"
+                );
+            }
+        }
+    }
 }
