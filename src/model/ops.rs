@@ -26,8 +26,9 @@ pub enum OpPath {
 }
 
 /// `x · wᵀ (+ b)` for a weight `w` of shape `(out, in)`. On f32 CPU tensors, sampling (the
-/// fused path) with few rows takes the few-rows kernel (`few_rows.rs`) and training the linear
-/// op with its own backward (`linear.rs`); everything else candle's matmul.
+/// fused path) with few rows takes the few-rows kernel (`few_rows.rs`) and otherwise, as
+/// training does, the linear op (`linear.rs`, with its own backward); everything else
+/// candle's matmul.
 pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>, path: OpPath) -> Result<Tensor> {
     linear_op(x, w, b, path, Linear { sink: true })
 }
@@ -49,6 +50,9 @@ fn linear_op(
     let y = if path == OpPath::Fused && rows <= few_rows::MAX_ROWS && cpu_f32(x) && cpu_f32(w) {
         x.contiguous()?
             .apply_op2_no_bwd(&w.contiguous()?, &few_rows::FewRows)?
+    } else if path == OpPath::Fused && cpu_f32(x) && cpu_f32(w) {
+        // candle's product to the bit, without its element-by-element copy of `wᵀ`.
+        x.contiguous()?.apply_op2_no_bwd(&w.contiguous()?, &op)?
     } else if path == OpPath::Differentiable && cpu_f32(x) && cpu_f32(w) {
         let (x, w) = (x.contiguous()?, w.contiguous()?);
         return match b {
@@ -383,6 +387,23 @@ mod tests {
                 assert!(diff < 1e-4, "{shape:?}: gradient {diff}");
             }
         }
+    }
+
+    /// Sampling's many-row products (a prompt's prefill) through the linear op are candle's
+    /// product to the bit, with and without a bias.
+    #[test]
+    fn the_fused_path_gives_candles_product_to_the_bit() {
+        let dev = Device::Cpu;
+        let w = Tensor::randn(0f32, 1., (50, 40), &dev).unwrap();
+        let b = Tensor::randn(0f32, 1., 50, &dev).unwrap();
+        let x = Tensor::randn(0f32, 1., (2, 20, 40), &dev).unwrap();
+        let bits = |t: Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let bits = |t| bits(t).into_iter().map(f32::to_bits).collect::<Vec<_>>();
+        let candle = x.broadcast_matmul(&w.t().unwrap()).unwrap();
+        let ours = linear(&x, &w, None, OpPath::Fused).unwrap();
+        assert_eq!(bits(ours), bits(candle.clone()));
+        let ours = linear(&x, &w, Some(&b), OpPath::Fused).unwrap();
+        assert_eq!(bits(ours), bits(candle.broadcast_add(&b).unwrap()));
     }
 
     /// The linear op against candle's product, with and without a bias, on rows of rank 3 and
