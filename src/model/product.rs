@@ -87,13 +87,12 @@ unsafe fn gemm_into(
         a.holds(m, k) && b.holds(k, n),
         "matrix product out of bounds"
     );
-    // `gemm` computes this product as its transpose, `bᵀ · aᵀ`, and copies `bᵀ` into its
-    // own layout, column-major, on its general path (not that of vectors, of `k <= 2` or of
-    // products of at most 16 x 16, which it picks by the strides): from a column-major `b`
-    // one element at a time, with a strided load. Such a `b` is transposed here first.
+    // `gemm` computes this product as its transpose, `bᵀ · aᵀ`, and on its general path
+    // copies `bᵀ` into its own layout, column-major: from a column-major `b` one element at a
+    // time, with a strided load. Such a `b` is transposed here first.
     // (Transposing a column-major `a` as well measured no faster: `gemm` copies `aᵀ` six
     // elements at a time.)
-    if m > 1 && n > 1 && k > 2 && m * n > 16 * 16 && b.column_major() {
+    if general((m, k, n)) && b.column_major() {
         // SAFETY: as for this call; `b` is the same matrix, row-major.
         return with_rows(b, (k, n), |b| unsafe {
             gemm_into(dst, accumulate, (m, k, n), a, b)
@@ -137,6 +136,13 @@ fn with_rows<R>(x: Mat, (rows, cols): (usize, usize), f: impl FnOnce(Mat) -> R) 
         pool.push(buffer);
     }
     out
+}
+
+/// Whether `gemm` takes its general path for an `m x k` by `k x n` product whatever the
+/// operands' layouts: not those of vectors, of `k <= 2` or of products of at most 16 x 16,
+/// which it picks by the strides, so that there a transposed operand would change the sums.
+fn general((m, k, n): (usize, usize, usize)) -> bool {
+    m > 1 && n > 1 && k > 2 && m * n > 16 * 16
 }
 
 /// `a · b` for `a` of `m x k` and `b` of `k x n`, as a new row-major `m x n` matrix.
