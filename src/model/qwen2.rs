@@ -192,9 +192,16 @@ impl Qwen2 {
     /// (`decode.rs`).
     pub(super) fn loop_weights(&self) -> Result<LoopWeights> {
         let flat = |t: &Tensor| t.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>();
+        // Read in place, each weight copied once (this runs at every sampling call).
         let cat = |ts: &[&Tensor]| -> Result<Vec<f32>> {
-            let mut out = Vec::new();
+            let mut out = Vec::with_capacity(ts.iter().map(|t| t.elem_count()).sum());
             for t in ts {
+                let (s, l) = t.storage_and_layout();
+                if let Ok(d) = super::fused::storage_data(&s, l, "loop weights") {
+                    out.extend_from_slice(d);
+                    continue;
+                }
+                drop(s);
                 out.extend(flat(t)?);
             }
             Ok(out)
