@@ -385,7 +385,7 @@ mod wide {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::testing::max_diff;
+    use crate::model::testing::{max_diff, rows_and_weights};
     use candle_core::{Device, Tensor};
 
     /// Against candle's matmul, on shapes with and without a remainder of 8 and of 4 rows.
@@ -486,17 +486,6 @@ mod tests {
                 );
             }
         }
-    }
-
-    /// `m` input rows and `n` weight rows of `k`, of varied values.
-    fn rows_and_weights(m: usize, k: usize, n: usize) -> (Vec<f32>, Vec<f32>) {
-        let x = (0..m * k)
-            .map(|i| ((i * 37) % 101) as f32 * 0.013 - 0.6)
-            .collect();
-        let w = (0..n * k)
-            .map(|i| ((i * 53) % 97) as f32 * 0.021 - 1.0)
-            .collect();
-        (x, w)
     }
 
     /// A row's outputs do not depend on the rows it is multiplied with (the kernel pairs

@@ -100,6 +100,15 @@ unsafe fn gemm_into(
     }
     // SAFETY: the caller vouches for `dst`; the assert keeps the kernel's reads of `a` and
     // `b` inside their slices.
+    unsafe { gemm(dst, accumulate, (m, k, n), a, b) }
+}
+
+/// `gemm` itself on this thread, reading `a` and `b` in place however they are laid out.
+///
+/// # Safety
+/// As [`gemm_into`], and `a` and `b` must hold their matrices.
+unsafe fn gemm(dst: *mut f32, accumulate: bool, (m, k, n): (usize, usize, usize), a: Mat, b: Mat) {
+    // SAFETY: the caller vouches for all three.
     unsafe {
         ::gemm::gemm(
             m,
@@ -168,42 +177,7 @@ pub(super) fn product_new((m, k, n): (usize, usize, usize), a: Mat, b: Mat) -> V
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// `gemm` on its own, reading `b` in place however it is laid out.
-    fn gemms_own(
-        dst: &mut [f32],
-        accumulate: bool,
-        (m, k, n): (usize, usize, usize),
-        a: Mat,
-        b: Mat,
-    ) {
-        // SAFETY: `dst` holds `m x n` (asserted) and aliases neither input; the inputs hold
-        // their matrices (asserted).
-        assert!(dst.len() >= m * n && a.holds(m, k) && b.holds(k, n));
-        unsafe {
-            ::gemm::gemm(
-                m,
-                n,
-                k,
-                dst.as_mut_ptr(),
-                1,
-                n as isize,
-                accumulate,
-                a.data.as_ptr(),
-                a.cs as isize,
-                a.rs as isize,
-                b.data.as_ptr(),
-                b.cs as isize,
-                b.rs as isize,
-                1.0,
-                1.0,
-                false,
-                false,
-                false,
-                ::gemm::Parallelism::None,
-            )
-        }
-    }
+    use crate::model::testing::rows_and_weights;
 
     #[test]
     fn a_transposed_operand_gives_gemms_own_bits() {
@@ -217,17 +191,13 @@ mod tests {
             (70, 130, 200),
         ];
         for (m, k, n) in shapes {
-            let a: Vec<f32> = (0..m * k)
-                .map(|i| ((i * 7919 % 1000) as f32 - 500.0) / 97.0)
-                .collect();
-            let w: Vec<f32> = (0..n * k)
-                .map(|i| ((i * 104_729 % 1000) as f32 - 500.0) / 89.0)
-                .collect();
+            let (a, w) = rows_and_weights(m, k, n);
             for accumulate in [false, true] {
                 let (mut got, mut want) = (vec![0.25f32; m * n], vec![0.25f32; m * n]);
                 let (a, b) = (Mat::rows(&a, k), Mat::transposed(&w, k));
                 product(&mut got, accumulate, (m, k, n), a, b);
-                gemms_own(&mut want, accumulate, (m, k, n), a, b);
+                // SAFETY: `want` holds `m x n` and aliases neither input, which hold theirs.
+                unsafe { gemm(want.as_mut_ptr(), accumulate, (m, k, n), a, b) };
                 let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                 assert_eq!(
                     bits(&got),

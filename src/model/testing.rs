@@ -73,3 +73,15 @@ pub fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
         .and_then(|d| d.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>())
         .unwrap_or(f32::INFINITY)
 }
+
+/// `m` input rows and `n` weight rows of `k`, of varied values: operands for the matrix
+/// kernels' tests.
+pub fn rows_and_weights(m: usize, k: usize, n: usize) -> (Vec<f32>, Vec<f32>) {
+    let x = (0..m * k)
+        .map(|i| ((i * 37) % 101) as f32 * 0.013 - 0.6)
+        .collect();
+    let w = (0..n * k)
+        .map(|i| ((i * 53) % 97) as f32 * 0.021 - 1.0)
+        .collect();
+    (x, w)
+}
