@@ -18,6 +18,10 @@ use super::transpose::transpose_into;
 /// their pages are not returned to the system and faulted in again each step.
 static BUFFERS: Mutex<Vec<Vec<f32>>> = Mutex::new(Vec::new());
 
+/// The largest buffer the pool keeps (64 MB): a real model's output head (Qwen2.5-0.5B's is
+/// 545 MB) is transposed into a buffer of its own, freed after its product.
+const POOLED_MAX: usize = 16 << 20;
+
 /// A matrix read in place: element `(r, c)` is `data[r * rs + c * cs]`.
 #[derive(Clone, Copy)]
 pub(super) struct Mat<'a> {
@@ -138,11 +142,17 @@ unsafe fn gemm(dst: *mut f32, accumulate: bool, (m, k, n): (usize, usize, usize)
 fn with_rows<R>(x: Mat, (rows, cols): (usize, usize), f: impl FnOnce(Mat) -> R) -> R {
     let taken = BUFFERS.lock().ok().and_then(|mut pool| pool.pop());
     let mut buffer = taken.unwrap_or_default();
-    buffer.resize(rows * cols, 0.0);
-    transpose_into(x.data, (cols, rows, x.cs), &mut buffer);
-    let out = f(Mat::rows(&buffer, cols));
-    if let Ok(mut pool) = BUFFERS.lock() {
-        pool.push(buffer);
+    let len = rows * cols;
+    if buffer.len() < len {
+        // Grown only: a buffer shortened for a small operand would be zeroed again to grow.
+        buffer.resize(len, 0.0);
+    }
+    transpose_into(x.data, (cols, rows, x.cs), &mut buffer[..len]);
+    let out = f(Mat::rows(&buffer[..len], cols));
+    if buffer.len() <= POOLED_MAX {
+        if let Ok(mut pool) = BUFFERS.lock() {
+            pool.push(buffer);
+        }
     }
     out
 }
