@@ -299,23 +299,31 @@ impl<'w> Member<'w> {
         let mine = self.shares.kv_heads[self.t].len();
         let mut out = vec![0f32; q.len()];
         let width = mine * group * w.head_dim;
+        let mut scratch = Scratch::default();
         for g in 0..self.lens.len() {
             let rows = g * self.n..(g + 1) * self.n;
             for i in 0..mine {
                 let head = Head { group: g, index: i };
-                let queries = head_rows(q, rows.clone(), width, i, group * w.head_dim);
-                let outs = self.attend_head(l, head, &queries);
-                for (r, o) in rows.clone().zip(outs.chunks_exact(group * w.head_dim)) {
-                    out[r * width + i * group * w.head_dim..][..o.len()].copy_from_slice(o);
+                let cols = group * w.head_dim;
+                scratch.queries.clear();
+                for r in rows.clone() {
+                    scratch
+                        .queries
+                        .extend_from_slice(&q[r * width + i * cols..][..cols]);
+                }
+                let outs = self.attend_head(l, head, &mut scratch);
+                for (r, o) in rows.clone().zip(outs.chunks_exact(cols)) {
+                    out[r * width + i * cols..][..o.len()].copy_from_slice(o);
                 }
             }
         }
         out
     }
 
-    /// The outputs of one key/value head of one group for its rows' query heads `queries`
-    /// (`(rows of the group * query heads of the head, head_dim)`), in the same layout.
-    fn attend_head(&self, l: usize, head: Head, queries: &[f32]) -> Vec<f32> {
+    /// The outputs of one key/value head of one group for its rows' query heads
+    /// `scratch.queries` (`(rows of the group * query heads of the head, head_dim)`), in the
+    /// same layout, in `scratch.outs`.
+    fn attend_head<'s>(&self, l: usize, head: Head, scratch: &'s mut Scratch) -> &'s [f32] {
         let w = self.w;
         let d = w.head_dim;
         let group = w.heads / w.kv_heads;
@@ -326,16 +334,23 @@ impl<'w> Member<'w> {
             &pk[hk * len * d..][..len * d],
             &pv[hk * len * d..][..len * d],
         );
+        let Scratch {
+            queries,
+            shared,
+            probs,
+            row_scores,
+            outs,
+        } = scratch;
         let count = queries.len() / d;
-        let mut shared = vec![0f32; count * len];
-        matmul_t(queries, keys, d, &mut shared);
+        zeroed(shared, count * len);
+        matmul_t(queries, keys, d, shared);
         let (ok, ov) = &self.own[l];
         let scale = 1.0 / (d as f32).sqrt();
-        let mut probs = vec![0f32; count * (len + own)];
-        let mut row_scores = vec![0f32; group * own];
+        zeroed(probs, count * (len + own));
+        zeroed(row_scores, group * own);
         for (j, row_q) in queries.chunks_exact(group * d).enumerate() {
             let at = self.own_at(head.group * self.n + j, head.index);
-            matmul_t(row_q, &ok[at..at + own * d], d, &mut row_scores);
+            matmul_t(row_q, &ok[at..at + own * d], d, row_scores);
             for (gq, own_scores) in row_scores.chunks_exact(own).enumerate() {
                 let qi = j * group + gq;
                 let p = &mut probs[qi * (len + own)..][..len + own];
@@ -345,8 +360,8 @@ impl<'w> Member<'w> {
                 softmax_in_place(p);
             }
         }
-        let mut outs = vec![0f32; count * d];
-        weighted_sums_into(&probs, len + own, values, d, &mut outs);
+        zeroed(outs, count * d);
+        weighted_sums_into(probs, len + own, values, d, outs);
         for (qi, (p, o)) in probs
             .chunks_exact(len + own)
             .zip(outs.chunks_exact_mut(d))
@@ -373,11 +388,21 @@ struct Head {
     index: usize,
 }
 
-/// The columns `index * cols..(index + 1) * cols` of each of `rows` rows of `q` (rows of
-/// `width`), one after another.
-fn head_rows(q: &[f32], rows: Range<usize>, width: usize, index: usize, cols: usize) -> Vec<f32> {
-    rows.flat_map(|r| q[r * width + index * cols..][..cols].iter().copied())
-        .collect()
+/// Buffers for [`Member::attend_head`], shared by the heads of a layer's attention so the
+/// decoding loop does not allocate them per head.
+#[derive(Default)]
+struct Scratch {
+    queries: Vec<f32>,
+    shared: Vec<f32>,
+    probs: Vec<f32>,
+    row_scores: Vec<f32>,
+    outs: Vec<f32>,
+}
+
+/// `v` as `len` zeros, keeping its allocation.
+fn zeroed(v: &mut Vec<f32>, len: usize) {
+    v.clear();
+    v.resize(len, 0.0);
 }
 
 /// `x · wᵀ` over the weight rows `rows` of `w` (rows of `k`): one member's output columns.
