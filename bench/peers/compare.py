@@ -1,8 +1,9 @@
-"""Reads the JSON lines of scripts/peer_bench.sh (any number of runs) and prints each figure's
-median over the runs with its range, the ratios chartrl / peer per run, and a Markdown table.
+"""Reads the JSON lines of scripts/peer_bench.sh (one file or several sittings, any number of
+runs each) and prints the ratios chartrl / peer per run, then a Markdown table of each ratio's
+median over all the runs with its range.
 
-chartrl's figures and the peers' of one run were taken in the same hour, one after the other,
-so their ratios are what to read; the absolute figures drift with the machine."""
+Each chartrl figure of a run was taken right beside its peer's, so their ratios are what to
+read; the absolute figures drift with the machine."""
 
 import json
 import statistics
@@ -29,7 +30,8 @@ def main(paths):
             if not line.startswith("{"):
                 continue
             r = json.loads(line)
-            runs[(r.get("run", path), r["preset"])][r["figure"]] = r
+            # Runs are numbered within a file; several files are several sittings.
+            runs[((path, r.get("run")), r["preset"])][r["figure"]] = r
     rows = defaultdict(list)  # (preset, name) -> ratios over runs
     for (run, preset), figs in sorted(runs.items()):
         for name, a, fa, b, fb, target, better in RATIOS:
