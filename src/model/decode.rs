@@ -298,13 +298,14 @@ impl<'w> Member<'w> {
         let group = w.heads / w.kv_heads;
         let mine = self.shares.kv_heads[self.t].len();
         let mut out = vec![0f32; q.len()];
-        let width = mine * group * w.head_dim;
+        // Each key/value head's query heads are `cols` columns of a row of `width`.
+        let cols = group * w.head_dim;
+        let width = mine * cols;
         let mut scratch = Scratch::default();
         for g in 0..self.lens.len() {
             let rows = g * self.n..(g + 1) * self.n;
             for i in 0..mine {
                 let head = Head { group: g, index: i };
-                let cols = group * w.head_dim;
                 scratch.queries.clear();
                 for r in rows.clone() {
                     scratch

@@ -47,12 +47,14 @@ fn linear_op(
     op: Linear,
 ) -> Result<Tensor> {
     let rows = x.elem_count() / x.dim(D::Minus1)?.max(1);
-    let y = if path == OpPath::Fused && rows <= few_rows::MAX_ROWS && cpu_f32(x) && cpu_f32(w) {
-        x.contiguous()?
-            .apply_op2_no_bwd(&w.contiguous()?, &few_rows::FewRows)?
-    } else if path == OpPath::Fused && cpu_f32(x) && cpu_f32(w) {
-        // candle's product to the bit, without its element-by-element copy of `wᵀ`.
-        x.contiguous()?.apply_op2_no_bwd(&w.contiguous()?, &op)?
+    let y = if path == OpPath::Fused && cpu_f32(x) && cpu_f32(w) {
+        let (x, w) = (x.contiguous()?, w.contiguous()?);
+        if rows <= few_rows::MAX_ROWS {
+            x.apply_op2_no_bwd(&w, &few_rows::FewRows)?
+        } else {
+            // candle's product to the bit, without its element-by-element copy of `wᵀ`.
+            x.apply_op2_no_bwd(&w, &op)?
+        }
     } else if path == OpPath::Differentiable && cpu_f32(x) && cpu_f32(w) {
         let (x, w) = (x.contiguous()?, w.contiguous()?);
         return match b {
